@@ -1,0 +1,384 @@
+/* entry.bpf.c: the program attached at TC ingress. Parses L2-L4, passes everything that
+ * is not TCP to a listener at once, decides established flows from the flow table alone
+ * (the fast path), accumulates request heads across segments, and hands a complete head
+ * to the chain. Also re-entered by tail call for the next pipelined head of a segment. */
+#include "pd_common.h"
+#include "pd_parse.h"
+
+/* Written by the controller (mmap of .bss): the active generation and each generation's
+ * configuration. Read once per packet; the generation is then carried in the context. */
+volatile __u32 pd_active_gen;
+volatile struct pd_config pd_cfg[PD_GENERATIONS];
+
+/* ---- end-of-head search ------------------------------------------------------------
+ * A head ends at an empty line: LF followed by LF, or LF CR LF. Bare-LF endings count, so
+ * we never keep accumulating a head that a lenient server has already acted on. */
+struct pd_scan {
+	__u8 *buf;   /* map value: the context's head or an accumulation entry */
+	__u32 from;
+	__u32 to;
+	__u32 end;   /* index after the final LF, 0 if not found */
+};
+
+static long pd_scan_cb(__u32 i, struct pd_scan *s)
+{
+	__u32 pos = s->from + i;
+	if (pos >= s->to)
+		return 1;
+	if (s->buf[PD_HEAD_IDX(pos)] != '\n')
+		return 0;
+	if (pos + 1 < s->to && s->buf[PD_HEAD_IDX(pos + 1)] == '\n') {
+		s->end = pos + 2;
+		return 1;
+	}
+	if (pos + 2 < s->to && s->buf[PD_HEAD_IDX(pos + 1)] == '\r' &&
+	    s->buf[PD_HEAD_IDX(pos + 2)] == '\n') {
+		s->end = pos + 3;
+		return 1;
+	}
+	return 0;
+}
+
+PD_INLINE __u32 pd_find_head_end(__u8 *buf, __u32 from, __u32 to)
+{
+	struct pd_scan s = { .buf = buf, .from = from, .to = to, .end = 0 };
+	if (to > from)
+		bpf_loop(to - from, pd_scan_cb, &s, 0);
+	return s.end;
+}
+
+/* Copy len payload bytes at skb offset off into buf[pos..]. buf is PD_HEAD_MAX + SLACK
+ * long; pos < PD_HEAD_MAX and each piece <= PD_COPY_CHUNK keeps every write in bounds. */
+PD_INLINE int pd_copy_in(struct __sk_buff *skb, __u32 off, __u8 *buf, __u32 pos, __u32 len)
+{
+	for (int i = 0; i < PD_HEAD_MAX / PD_COPY_CHUNK; i++) {
+		if (len == 0)
+			return 0;
+		__u32 n = len > PD_COPY_CHUNK ? PD_COPY_CHUNK : len;
+		if (n < 1 || pos >= PD_HEAD_MAX)
+			return -1;
+		if (bpf_skb_load_bytes(skb, off, buf + PD_HEAD_IDX(pos), n) < 0)
+			return -1;
+		off += n;
+		pos += n;
+		len -= n;
+	}
+	return len == 0 ? 0 : -1;
+}
+
+/* Compare len payload bytes at skb offset off with buf[pos..]: 0 if equal. */
+struct pd_cmp {
+	struct __sk_buff *skb;
+	__u8 *buf;
+	__u32 off;
+	__u32 pos;
+	__u32 len;
+	int diff;
+};
+
+static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
+{
+	__u8 tmp[64];
+	__u32 done = i * sizeof(tmp);
+	if (done >= c->len)
+		return 1;
+	__u32 n = c->len - done;
+	if (n > sizeof(tmp))
+		n = sizeof(tmp);
+	if (n < 1 || bpf_skb_load_bytes(c->skb, c->off + done, tmp, n) < 0) {
+		c->diff = 1;
+		return 1;
+	}
+	for (__u32 j = 0; j < sizeof(tmp); j++) {
+		if (j >= n)
+			break;
+		if (tmp[j] != c->buf[PD_HEAD_IDX(c->pos + done + j)]) {
+			c->diff = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+PD_INLINE int pd_compare(struct __sk_buff *skb, __u32 off, __u8 *buf, __u32 pos, __u32 len)
+{
+	struct pd_cmp c = { .skb = skb, .buf = buf, .off = off, .pos = pos, .len = len, .diff = 0 };
+	if (len == 0)
+		return 0;
+	if (len > PD_HEAD_MAX)
+		return 1;
+	bpf_loop((len + 63) / 64, pd_cmp_cb, &c, 0);
+	return c.diff;
+}
+
+/* Copy an accumulated head into the context (both are map values). */
+PD_INLINE int pd_copy_acc(struct pd_ctx *ctx, struct pd_accum *acc)
+{
+	__u32 len = acc->len;
+	if (len > PD_HEAD_MAX)
+		return -1;
+	ctx->head.start_seq = acc->start_seq;
+	ctx->head.len = len;
+	if (len < 1)
+		return 0;
+	return bpf_probe_read_kernel(ctx->head.buf, len, acc->buf) < 0 ? -1 : 0;
+}
+
+PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_pkt *p,
+			   __u32 gen, volatile struct pd_config *cfg, __u8 proto)
+{
+	ctx->magic = PD_CTX_MAGIC;
+	ctx->version = PD_CTX_VERSION;
+	ctx->gen = gen;
+	ctx->stage = PD_STAGE_ENTRY;
+	__builtin_memcpy(&ctx->key, &p->key, sizeof(ctx->key));
+	ctx->ifindex = skb->ifindex;
+	ctx->l3_off = p->l3_off;
+	ctx->l4_off = p->l4_off;
+	ctx->payload_off = p->payload_off;
+	ctx->family = p->family;
+	ctx->proto = proto;
+	ctx->seq = p->seq;
+	ctx->ack = p->ack;
+	ctx->payload_len = p->payload_len;
+	ctx->tcp_flags = p->tcp_flags;
+	ctx->action = PD_ACT_NONE;
+	ctx->reason = PD_R_NONE;
+	ctx->default_action = cfg->default_action;
+	ctx->fail_open = cfg->fail_open;
+	ctx->max_head = cfg->max_head_bytes;
+	ctx->hash_seed = cfg->hash_seed;
+	ctx->head_off = 0;
+	ctx->head_len = 0;
+	ctx->method = 0;
+	ctx->target_off = ctx->target_len = 0;
+	ctx->host_off = ctx->host_len = 0;
+	ctx->auth_off = ctx->auth_len = 0;
+	ctx->body_len = 0;
+	ctx->chunked = 0;
+	ctx->has_host = 0;
+	ctx->host_norm_len = 0;
+	ctx->path_len = 0;
+	ctx->host_id = PD_RULE_NONE;
+	ctx->rule = PD_RULE_NONE;
+	ctx->jwt = 0;
+	ctx->ratelimit = 0;
+}
+
+/* Decide without a head: fail mode for a reason found before any stage ran. */
+PD_INLINE int pd_early_fail(struct __sk_buff *skb, struct pd_ctx *ctx, __u8 reason)
+{
+	pd_fail(ctx, reason);
+	return pd_tail(skb, ctx, PD_STAGE_VERDICT);
+}
+
+SEC("tc")
+int pd_entry(struct __sk_buff *skb)
+{
+	struct pd_pkt p = {};
+	int r = pd_parse_packet(skb, &p);
+	if (r == PD_P_SHORT) {
+		__u32 want = skb->len < 256 ? skb->len : 256;
+		if (bpf_skb_pull_data(skb, want) < 0)
+			return TC_ACT_OK;
+		r = pd_parse_packet(skb, &p);
+	}
+	if (r == PD_P_OTHER || r == PD_P_LATER_FRAG || r == PD_P_SHORT || r == PD_P_BAD)
+		return TC_ACT_OK; /* not a TCP segment we can attribute to a listener */
+
+	__u32 gen = pd_active_gen & 1;
+	struct pd_listener_key lk = { .gen = gen, .port = p.dport };
+	struct pd_listener *l = bpf_map_lookup_elem(&pd_listeners, &lk);
+	if (!l)
+		return TC_ACT_OK;
+	if (l->addr_family) {
+		if (l->addr_family != p.family)
+			return TC_ACT_OK;
+		__u32 plen = l->prefix_len;
+		for (int w = 0; w < 4; w++) {
+			if (plen == 0)
+				break;
+			__u32 bits = plen >= 32 ? 32 : plen;
+			__u32 mask = bpf_htonl(bits == 32 ? 0xffffffffu : ~((1u << (32 - bits)) - 1));
+			if ((p.key.daddr[w] & mask) != (l->addr[w] & mask))
+				return TC_ACT_OK;
+			plen -= bits;
+		}
+	}
+
+	pd_count(PD_C_PACKETS);
+	volatile struct pd_config *cfg = &pd_cfg[gen];
+	__u8 proto = l->proto;
+
+	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &p.key);
+
+	/* ---- connection start: insert once, then write in place -------------------- */
+	if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK)) == PD_TCP_SYN) {
+		if (f) {
+			f->next_seq = p.seq + 1;
+			f->state = PD_FS_HEAD;
+			f->verdict = PD_ACT_NONE;
+			f->proto = proto;
+			f->gen = gen;
+			f->listener = l->id;
+			f->accumulating = 0;
+			f->rule = PD_RULE_NONE;
+			f->requests = 0;
+		} else {
+			struct pd_flow nf = {
+				.next_seq = p.seq + 1, .state = PD_FS_HEAD, .proto = proto,
+				.gen = gen, .listener = l->id, .rule = PD_RULE_NONE,
+			};
+			if (bpf_map_update_elem(&pd_flows, &p.key, &nf, BPF_ANY) < 0)
+				return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
+			pd_count(PD_C_FLOWS_NEW);
+			f = bpf_map_lookup_elem(&pd_flows, &p.key);
+			if (!f)
+				return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
+		}
+		if (p.payload_len == 0)
+			return TC_ACT_OK;
+		p.seq += 1; /* data on the SYN (TCP Fast Open) starts after the SYN's sequence */
+	}
+
+	if (!f) {
+		/* A segment of a connection whose start we never saw: without data it cannot
+		 * carry a request; with data we do not know where requests begin. */
+		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST))
+			return TC_ACT_OK;
+		struct pd_ctx *c0 = 0;
+		__u32 zero = 0;
+		c0 = bpf_map_lookup_elem(&pd_scratch, &zero);
+		if (!c0)
+			return TC_ACT_SHOT;
+		pd_ctx_init(c0, skb, &p, gen, cfg, proto);
+		return pd_early_fail(skb, c0, PD_R_NO_FLOW);
+	}
+
+	/* ---- fast path: the flow entry alone decides --------------------------------- */
+	if (f->state == PD_FS_FINAL) {
+		pd_count(PD_C_FAST_PATH);
+		if (f->verdict == PD_ACT_ALLOW)
+			return TC_ACT_OK;
+		return TC_ACT_SHOT;
+	}
+	if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
+		pd_count(PD_C_FAST_PATH);
+		return TC_ACT_OK;
+	}
+	__u32 seg_end = p.seq + p.payload_len;
+	if (!f->accumulating && pd_seq_before_eq(seg_end, f->next_seq)) {
+		/* body bytes of an allowed request, or a retransmission of judged bytes */
+		pd_count(PD_C_FAST_PATH);
+		return TC_ACT_OK;
+	}
+
+	/* ---- slow path: a request head starts or continues in this segment ------------ */
+	__u32 zero = 0;
+	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
+	if (!ctx)
+		return TC_ACT_SHOT;
+	pd_ctx_init(ctx, skb, &p, gen, cfg, proto);
+	/* re-entered by the verdict stage for the next head of this segment? */
+	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
+	ctx->reenter = 0;
+
+	if (f->state == PD_FS_CHUNKED)
+		return pd_tail(skb, ctx, PD_STAGE_HTTP); /* the parser walks chunk framing */
+
+	__u32 max_head = ctx->max_head;
+	if (max_head == 0 || max_head > PD_HEAD_MAX)
+		max_head = PD_HEAD_MAX;
+
+	if (f->accumulating) {
+		struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p.key);
+		if (!acc) {
+			f->accumulating = 0;
+			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
+		}
+		__u32 have_end = acc->start_seq + acc->len;
+		if (pd_seq_before(have_end, p.seq)) {
+			/* a gap: never judge around missing bytes; TCP resends them in order */
+			pd_count(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+			return TC_ACT_SHOT;
+		}
+		/* Bytes before the head are body already passed; bytes we hold must be resent
+		 * unchanged. */
+		__u32 skip = 0;
+		if (pd_seq_before(p.seq, acc->start_seq))
+			skip = acc->start_seq - p.seq;
+		if (skip >= p.payload_len)
+			return TC_ACT_OK;
+		__u32 held_pos = p.seq + skip - acc->start_seq;
+		__u32 overlap = pd_seq_before(have_end, seg_end) ? have_end - (p.seq + skip)
+								  : p.payload_len - skip;
+		if (overlap > p.payload_len - skip || held_pos > PD_HEAD_MAX)
+			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+		if (pd_compare(skb, p.payload_off + skip, acc->buf, held_pos, overlap)) {
+			bpf_map_delete_elem(&pd_accum, &p.key);
+			f->accumulating = 0;
+			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+		}
+		if (!pd_seq_before(have_end, seg_end))
+			return TC_ACT_OK; /* pure retransmission of held bytes */
+		__u32 old_len = acc->len;
+		__u32 add = p.payload_len - skip - overlap;
+		if (old_len >= max_head) {
+			bpf_map_delete_elem(&pd_accum, &p.key);
+			f->accumulating = 0;
+			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+		}
+		if (add > max_head - old_len)
+			add = max_head - old_len;
+		if (pd_copy_in(skb, p.payload_off + skip + overlap, acc->buf, old_len, add) < 0)
+			return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
+		acc->len = old_len + add;
+		__u32 from = old_len > 2 ? old_len - 2 : 0;
+		__u32 end = pd_find_head_end(acc->buf, from, acc->len);
+		if (!end) {
+			if (acc->len >= max_head) {
+				bpf_map_delete_elem(&pd_accum, &p.key);
+				f->accumulating = 0;
+				return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+			}
+			pd_count(PD_C_HEAD_PARTIAL);
+			return TC_ACT_OK; /* an incomplete head passes: the server cannot act on it */
+		}
+		if (pd_copy_acc(ctx, acc) < 0)
+			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+		bpf_map_delete_elem(&pd_accum, &p.key);
+		f->accumulating = 0;
+		/* offset of the head's first byte relative to this segment (negative: earlier) */
+		ctx->head_off = ctx->head.start_seq - p.seq;
+		ctx->head_len = end;
+		return pd_tail(skb, ctx, PD_STAGE_HTTP);
+	}
+
+	/* The head starts inside this segment at next_seq. */
+	if (pd_seq_before(f->next_seq, p.seq)) {
+		pd_count(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+		return TC_ACT_SHOT; /* data ahead of the head start: wait for the missing bytes */
+	}
+	__u32 start = f->next_seq - p.seq;
+	if (start >= p.payload_len)
+		return TC_ACT_OK;
+	__u32 avail = p.payload_len - start;
+	__u32 take = avail > max_head ? max_head : avail;
+	if (pd_copy_in(skb, p.payload_off + start, ctx->head.buf, 0, take) < 0)
+		return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
+	ctx->head.start_seq = f->next_seq;
+	ctx->head.len = take;
+	ctx->head_off = start;
+	__u32 end = pd_find_head_end(ctx->head.buf, 0, take);
+	if (!end) {
+		if (take >= max_head)
+			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+		if (bpf_map_update_elem(&pd_accum, &p.key, &ctx->head, BPF_ANY) < 0)
+			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
+		f->accumulating = 1;
+		pd_count(PD_C_HEAD_PARTIAL);
+		return TC_ACT_OK;
+	}
+	ctx->head_len = end;
+	return pd_tail(skb, ctx, PD_STAGE_HTTP);
+}

@@ -1,0 +1,295 @@
+/* pd_abi.h: everything the BPF programs and the C++ controller share — stage indices,
+ * actions, fail-mode reasons, counter indices, limits, and every map key/value layout.
+ * One definition, included by both sides; C++ static_asserts the sizes. */
+#ifndef PD_ABI_H
+#define PD_ABI_H
+
+#include <linux/types.h>
+
+#define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
+#define PD_CTX_VERSION 1
+
+/* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
+enum pd_stage {
+	PD_STAGE_ENTRY = 0,     /* the attached program; also re-entered for pipelined heads */
+	PD_STAGE_HTTP = 1,      /* HTTP head parser (fixed, runs before the chain for HTTP) */
+	PD_STAGE_SNI = 2,
+	PD_STAGE_HOST = 3,
+	PD_STAGE_PATH = 4,
+	PD_STAGE_JWT = 5,
+	PD_STAGE_RATELIMIT = 6,
+	PD_STAGE_VERDICT = 7,
+	PD_STAGE_MAX = 8,
+};
+#define PD_GENERATIONS 2
+#define PD_PROG_SLOTS (PD_GENERATIONS * PD_STAGE_MAX)
+#define PD_STAGE_NONE 0xff
+
+/* ---- actions (route/rule actions and the final verdict) ----------------------------- */
+enum pd_action {
+	PD_ACT_NONE = 0,   /* not decided yet */
+	PD_ACT_ALLOW = 1,
+	PD_ACT_DENY = 2,   /* HTTP: 403 to the client + RST to the server; TLS: RST both ways */
+	PD_ACT_DROP = 3,   /* silent */
+	PD_ACT_RESET = 4,  /* RST both ways */
+	PD_ACT_REJECT = 5, /* rate limit: HTTP 429 */
+	PD_ACT_UNAUTH = 6, /* JWT: HTTP 401 */
+	PD_ACT_MAX = 8,
+};
+
+/* ---- fail-mode reasons: anything the dataplane cannot judge with certainty ------------ */
+enum pd_reason {
+	PD_R_NONE = 0,
+	PD_R_HEAD_TOO_LARGE = 1,     /* request head over limits.max_head_bytes */
+	PD_R_BAD_REQUEST_LINE = 2,   /* malformed request line */
+	PD_R_BAD_HEADER = 3,         /* malformed header line (incl. obs-fold, space before colon) */
+	PD_R_NO_HOST = 4,            /* no authority in the request */
+	PD_R_MULTI_HOST = 5,         /* more than one Host header */
+	PD_R_BAD_HOST = 6,           /* authority that is not a host name / IP literal */
+	PD_R_BAD_PATH = 7,           /* encoded '/', '\\', NUL, bad %-escape, '#', not origin-form */
+	PD_R_PATH_TOO_LONG = 8,      /* normalized path over PD_PATH_MAX or too many segments */
+	PD_R_OUT_OF_ORDER = 9,       /* data ahead of the expected sequence during a head */
+	PD_R_INCONSISTENT = 10,      /* retransmitted bytes differ from what was judged */
+	PD_R_NO_FLOW = 11,           /* data on a listener flow whose start we never saw */
+	PD_R_FLOW_TABLE_FULL = 12,   /* flow or accumulation entry could not be created */
+	PD_R_MISSED_TAIL_CALL = 13,  /* a chain slot was empty or the tail call failed */
+	PD_R_BAD_BODY = 14,          /* invalid Content-Length / chunk framing */
+	PD_R_SMUGGLING = 15,         /* Content-Length with Transfer-Encoding, or TE not chunked */
+	PD_R_REPLY_FAILED = 16,      /* could not build the 403/RST reply */
+	PD_R_FRAGMENT = 17,          /* IP fragment of listener traffic */
+	PD_R_BAD_PACKET = 18,        /* truncated or inconsistent L3/L4 headers on a listener */
+	PD_R_TOO_MANY_REQUESTS = 19, /* more pipelined heads in one segment than can be judged */
+	PD_R_MAX = 24,
+};
+
+/* ---- counters: per-CPU array, summed by the controller ------------------------------ */
+enum pd_counter {
+	PD_C_REASON_BASE = 0,                          /* + pd_reason: fail-mode events */
+	PD_C_VERDICT_BASE = PD_R_MAX,                  /* + pd_action: decisions taken */
+	PD_C_STAGE_BASE = PD_C_VERDICT_BASE + PD_ACT_MAX, /* + pd_stage: stage runs */
+	PD_C_PACKETS = PD_C_STAGE_BASE + PD_STAGE_MAX, /* listener packets seen */
+	PD_C_FAST_PATH,                                /* decided from the flow entry alone */
+	PD_C_HEAD_PARTIAL,                             /* segments of an incomplete head (accumulated) */
+	PD_C_REQUESTS,                                 /* request heads judged */
+	PD_C_FLOWS_NEW,                                /* flow entries created */
+	PD_C_FAIL_OPEN,                                /* fail-mode events let through (fail_mode open) */
+	PD_C_GEN_MISMATCH,                             /* a stage saw a slot of another generation */
+	PD_C_TRUNCATED,                                /* segments cut at a judged boundary */
+	PD_C_MAX = 64,
+};
+
+/* ---- limits ------------------------------------------------------------------------ */
+#define PD_HEAD_MAX 16384    /* largest head ever accumulated (limits.max_head_bytes <= this) */
+#define PD_HEAD_SLACK 1024   /* tail room so masked copies stay in bounds */
+#define PD_COPY_CHUNK 1024   /* bytes per bpf_skb_load_bytes in head copies */
+#define PD_HOST_MAX 256      /* normalized authority, bytes (DNS names are <= 253) */
+#define PD_PATTERN_MAX 256   /* host / path pattern bytes stored for verification */
+#define PD_PATH_MAX 2048     /* normalized path, bytes */
+#define PD_PATH_SEGS 128     /* path segments tracked for dot-segment removal */
+#define PD_MAX_RULES 65536   /* routes per generation (per-rule counters) */
+#define PD_ROUTE_SLOTS 4     /* routes sharing one path key (differing only by methods) */
+#define PD_MAX_PIPELINE 6    /* heads judged per segment before the rest is cut off */
+#define PD_RULE_NONE 0xffffffffu
+
+/* ---- listeners ---------------------------------------------------------------------- */
+enum pd_proto { PD_PROTO_HTTP = 1, PD_PROTO_TLS = 2 };
+
+struct pd_listener_key {
+	__u32 gen;
+	__u16 port; /* host byte order */
+	__u16 pad;
+};
+
+struct pd_listener {
+	__u16 id;
+	__u8 proto;       /* pd_proto */
+	__u8 addr_family; /* 0: any address; 4 or 6: dst must be in prefix */
+	__u8 prefix_len;
+	__u8 pad[3];
+	__u32 addr[4];    /* network byte order */
+};
+
+/* ---- per-generation configuration: entry's global pd_cfg[gen] ----------------------- */
+struct pd_config {
+	__u32 gen_tag;        /* generation number as the controller counts it (for tests) */
+	__u8 default_action;  /* pd_action */
+	__u8 fail_open;       /* 1: fail_mode open */
+	__u8 first_stage;     /* first chain stage after the head parser (or VERDICT) */
+	__u8 pad;
+	__u32 max_head_bytes;
+	__u64 hash_seed;      /* seed of the host/path hashes of this generation */
+};
+
+
+/* ---- flows ------------------------------------------------------------------------- */
+struct pd_flow_key {
+	__u32 saddr[4]; /* IPv4 in saddr[0], rest 0 */
+	__u32 daddr[4];
+	__u16 sport;    /* network byte order */
+	__u16 dport;
+	__u8 family;    /* 4 or 6 */
+	__u8 pad[3];
+};
+
+enum pd_flow_state {
+	PD_FS_HEAD = 0,    /* next_seq is where the next request head starts */
+	PD_FS_CHUNKED = 1, /* in a chunked body; chunk state below */
+	PD_FS_FINAL = 2,   /* verdict holds for the rest of the connection */
+};
+
+enum pd_chunk_state {
+	PD_CK_SIZE = 0,  /* reading hex chunk-size digits */
+	PD_CK_EXT = 1,   /* chunk extension up to LF */
+	PD_CK_DATA = 2,  /* chunk data: next_seq marks its end */
+	PD_CK_DATA_CR = 3, /* CRLF after chunk data */
+	PD_CK_DATA_LF = 4,
+	PD_CK_TRAILER = 5, /* after last-chunk: trailer lines until an empty line */
+	PD_CK_TRAILER_LINE = 6,
+};
+
+struct pd_flow {
+	__u32 next_seq;     /* FS_HEAD: start of the next head; FS_CHUNKED: first unparsed byte */
+	__u8 state;         /* pd_flow_state */
+	__u8 verdict;       /* last decision, pd_action */
+	__u8 proto;         /* pd_proto */
+	__u8 gen;           /* generation of the last decision */
+	__u16 listener;
+	__u8 accumulating;  /* an entry in the accumulation map holds a partial head */
+	__u8 chunk_state;   /* pd_chunk_state */
+	__u32 chunk_left;   /* bytes of chunk-size being parsed / remaining */
+	__u32 rule;         /* last matched rule, PD_RULE_NONE if none */
+	__u64 requests;     /* heads judged on this flow */
+	__u64 last_ns;      /* bpf_ktime of the last head */
+};
+
+/* Partial heads (LRU_HASH keyed by pd_flow_key). */
+struct pd_accum {
+	__u32 start_seq; /* sequence number of the head's first byte */
+	__u32 len;       /* bytes held */
+	__u8 buf[PD_HEAD_MAX + PD_HEAD_SLACK];
+};
+
+/* ---- host table (HASH): key = hash of the normalized name or of "*." suffix ----------- */
+enum pd_host_kind { PD_HOST_EXACT = 1, PD_HOST_WILD = 2, PD_HOST_ANY = 3 };
+
+struct pd_host_key {
+	__u32 gen;
+	__u32 kind;
+	__u64 hash; /* pd_hash of the name (EXACT) or of the suffix after "*." (WILD); 0 for ANY */
+};
+
+struct pd_host_val {
+	__u32 host_id;        /* index of the host entry in the policy (first match wins) */
+	__u32 name_len;
+	__u8 prefix_lens[PD_PATTERN_MAX / 8]; /* bit L set: a prefix route of this host has length L */
+	__u8 name[PD_PATTERN_MAX];         /* the pattern itself, compared on a hash hit */
+};
+
+/* ---- route table (HASH): key = (host, kind, length, hash of the path bytes) ----------- */
+enum pd_route_kind { PD_ROUTE_EXACT = 1, PD_ROUTE_PREFIX = 2 };
+
+struct pd_route_key {
+	__u32 gen;
+	__u32 host_id;
+	__u32 kind;
+	__u32 len;
+	__u64 hash;
+};
+
+struct pd_route_slot {
+	__u32 rule;    /* global route index in policy order (lower = earlier) */
+	__u32 methods; /* method bits; 0 = any */
+	__u8 action;   /* pd_action */
+	__u8 jwt;      /* provider index + 1, 0 = none (later stages) */
+	__u8 ratelimit;/* limit index + 1, 0 = none */
+	__u8 pad;
+	__u32 pad2;
+};
+
+struct pd_route_val {
+	__u32 nslots;
+	__u32 pattern_len;
+	struct pd_route_slot slots[PD_ROUTE_SLOTS]; /* in policy order */
+	__u8 pattern[PD_PATTERN_MAX];
+};
+
+/* ---- method bits (same as config::Method) ------------------------------------------ */
+enum pd_method {
+	PD_M_GET = 1u << 0,
+	PD_M_HEAD = 1u << 1,
+	PD_M_POST = 1u << 2,
+	PD_M_PUT = 1u << 3,
+	PD_M_DELETE = 1u << 4,
+	PD_M_CONNECT = 1u << 5,
+	PD_M_OPTIONS = 1u << 6,
+	PD_M_TRACE = 1u << 7,
+	PD_M_PATCH = 1u << 8,
+	PD_M_OTHER = 1u << 31,
+};
+
+/* ---- the per-CPU scratch context shared by one packet's stages --------------------- */
+struct pd_ctx {
+	__u32 magic;
+	__u16 version;
+	__u8 gen;          /* generation read once by the entry program */
+	__u8 stage;        /* stage running now (pd_stage) */
+
+	struct pd_flow_key key;
+	__u32 ifindex;
+	__u16 l3_off;      /* offset of the IP header in the frame */
+	__u16 l4_off;      /* offset of the TCP header */
+	__u16 payload_off; /* offset of the TCP payload */
+	__u8 family;
+	__u8 proto;        /* listener protocol */
+	__u32 seq;         /* TCP seq / ack / flags of this segment (host order) */
+	__u32 ack;
+	__u32 payload_len;
+	__u8 tcp_flags;
+	__u8 action;       /* running verdict, pd_action */
+	__u8 reason;       /* pd_reason if the fail mode applies */
+	__u8 default_action;
+
+	__u32 head_off;    /* offset of this head within the segment payload (for pipelining) */
+	__u32 head_len;    /* bytes of the head (through the blank line) */
+	__u32 max_head;
+	__u32 scan_from;   /* end-of-head search resumes here */
+
+	/* HTTP head, filled by the parser */
+	__u32 method;      /* pd_method bit */
+	__u16 target_off;  /* request-target within head[] */
+	__u16 target_len;
+	__u16 host_off;    /* raw authority within head[] */
+	__u16 host_len;
+	__u16 auth_off;    /* Authorization value (JWT stage) */
+	__u16 auth_len;
+	__u32 body_len;    /* Content-Length */
+	__u8 chunked;
+	__u8 http_minor;
+	__u8 has_host;
+	__u8 fail_open;
+
+	/* host and path stages */
+	__u32 host_norm_len;
+	__u32 path_len;
+	__u32 host_id;     /* matched host, PD_RULE_NONE if none */
+	__u32 rule;        /* matched route, PD_RULE_NONE if none */
+	__u8 jwt;
+	__u8 ratelimit;
+	__u8 pipelined;    /* heads judged in this segment before this one */
+	__u8 reenter;      /* set by the verdict stage right before re-entering the entry */
+	__u64 hash_seed;
+	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
+	 * verifier, so a bpf_loop state machine converges instead of being explored value by
+	 * value (which a state kept on the stack would be). */
+	__u64 work[16];
+
+	__u8 prefix_lens[PD_PATTERN_MAX / 8]; /* of the matched host (copied by the host stage) */
+	__u8 host[PD_HOST_MAX];
+	__u8 path[PD_PATH_MAX + PD_HEAD_SLACK];
+	__u16 segs[PD_PATH_SEGS];
+	/* The head bytes. Same layout as an accumulation entry, so an incomplete head is
+	 * stored with one map update: head.start_seq = seq of buf[0], head.len = bytes held. */
+	struct pd_accum head;
+};
+
+#endif /* PD_ABI_H */

@@ -1,0 +1,139 @@
+/* pd_common.h: BPF-side helpers shared by every stage — counters, the scratch context,
+ * the chain hand-off (chain_next), the keyed name/path hash, and byte classes. */
+#ifndef PD_COMMON_H
+#define PD_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "pd_abi.h"
+#include "pd_maps.h"
+
+#define PD_INLINE static __always_inline
+
+PD_INLINE void pd_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&pd_stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+PD_INLINE struct pd_ctx *pd_ctx_get(void)
+{
+	__u32 zero = 0;
+	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
+	/* A stage reached by tail call trusts only a context the entry program stamped. */
+	if (ctx && ctx->magic == PD_CTX_MAGIC && ctx->version == PD_CTX_VERSION)
+		return ctx;
+	return 0;
+}
+
+/* Fail mode for an event the dataplane cannot judge: record the reason; the verdict
+ * stage turns it into deny (closed) or allow (open). Only the first reason is kept. */
+PD_INLINE void pd_fail(struct pd_ctx *ctx, __u8 reason)
+{
+	if (ctx->reason == PD_R_NONE)
+		ctx->reason = reason;
+}
+
+/* Verdict to use without running the verdict stage (no chain, missed tail call). */
+PD_INLINE int pd_fail_inline(struct pd_ctx *ctx, __u8 reason)
+{
+	pd_count(PD_C_REASON_BASE + reason);
+	if (ctx && ctx->fail_open) {
+		pd_count(PD_C_FAIL_OPEN);
+		return TC_ACT_OK;
+	}
+	return TC_ACT_SHOT;
+}
+
+/* Hand the packet to the stage that follows ctx->stage in this packet's generation.
+ * Every slot index is derived from ctx->gen, read once by the entry program, so one
+ * packet never mixes generations. A missing slot is a counted reason, never a pass. */
+PD_INLINE int pd_tail(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 stage)
+{
+	__u32 slot = (__u32)(ctx->gen & 1) * PD_STAGE_MAX + (stage & (PD_STAGE_MAX - 1));
+	ctx->stage = stage;
+	bpf_tail_call(skb, &pd_progs, slot);
+	return pd_fail_inline(ctx, PD_R_MISSED_TAIL_CALL);
+}
+
+PD_INLINE int pd_chain_next(struct __sk_buff *skb, struct pd_ctx *ctx)
+{
+	/* A final decision skips the remaining policy stages. */
+	if (ctx->reason != PD_R_NONE ||
+	    (ctx->action != PD_ACT_NONE && ctx->action != PD_ACT_ALLOW))
+		return pd_tail(skb, ctx, PD_STAGE_VERDICT);
+	__u32 idx = (__u32)(ctx->gen & 1) * PD_STAGE_MAX + (ctx->stage & (PD_STAGE_MAX - 1));
+	__u32 *next = bpf_map_lookup_elem(&pd_chain, &idx);
+	if (!next || *next == PD_STAGE_NONE || *next >= PD_STAGE_MAX)
+		return pd_tail(skb, ctx, PD_STAGE_VERDICT);
+	return pd_tail(skb, ctx, *next);
+}
+
+PD_INLINE void pd_stage_enter(struct pd_ctx *ctx, __u32 stage)
+{
+	ctx->stage = stage;
+	pd_count(PD_C_STAGE_BASE + stage);
+}
+
+/* ---- keyed FNV-1a-64, the hash of host and path tables -------------------------------
+ * The controller computes the same function (chain/hash.hpp). Hash hits are always
+ * verified against the stored pattern, so a collision can only cost a lookup, never a
+ * wrong match. */
+#define PD_FNV_OFFSET 0xcbf29ce484222325ULL
+#define PD_FNV_PRIME 0x100000001b3ULL
+
+PD_INLINE __u64 pd_hash_init(__u64 seed)
+{
+	return PD_FNV_OFFSET ^ seed;
+}
+
+PD_INLINE __u64 pd_hash_byte(__u64 h, __u8 b)
+{
+	return (h ^ b) * PD_FNV_PRIME;
+}
+
+PD_INLINE __u8 pd_lower(__u8 c)
+{
+	return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+}
+
+PD_INLINE int pd_is_digit(__u8 c)
+{
+	return c >= '0' && c <= '9';
+}
+
+PD_INLINE int pd_hexval(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* RFC 9110 tchar */
+PD_INLINE int pd_is_tchar(__u8 c)
+{
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || pd_is_digit(c))
+		return 1;
+	switch (c) {
+	case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+	case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+		return 1;
+	}
+	return 0;
+}
+
+/* Bounded index into a buffer of size 2^k + slack: keeps the verifier convinced. */
+#define PD_HEAD_IDX(i) ((i) & (PD_HEAD_MAX - 1))
+#define PD_PATH_IDX(i) ((i) & (PD_PATH_MAX - 1))
+#define PD_HOST_IDX(i) ((i) & (PD_HOST_MAX - 1))
+
+char LICENSE[] SEC("license") = "GPL";
+
+#endif /* PD_COMMON_H */

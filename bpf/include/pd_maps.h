@@ -1,0 +1,87 @@
+/* pd_maps.h: the maps every policyd BPF object declares. The controller creates them once
+ * (from the entry object) and hands the same fds to every stage object (bpf_map__reuse_fd),
+ * so all stages see one set. Sizes marked "set at load" are overridden by the controller. */
+#ifndef PD_MAPS_H
+#define PD_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "pd_abi.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, PD_PROG_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} pd_progs SEC(".maps");
+
+/* next stage after stage s in generation g: pd_chain[g * PD_STAGE_MAX + s] */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PD_PROG_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} pd_chain SEC(".maps");
+
+/* The active generation and per-generation config are globals of the entry object
+ * (pd_active_gen, pd_cfg[]): direct loads on the packet path, written by the controller. */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2048);
+	__type(key, struct pd_listener_key);
+	__type(value, struct pd_listener);
+} pd_listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144); /* set at load: limits.max_flows */
+	__type(key, struct pd_flow_key);
+	__type(value, struct pd_flow);
+} pd_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 2048); /* set at load */
+	__type(key, struct pd_flow_key);
+	__type(value, struct pd_accum);
+} pd_accum SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct pd_host_key);
+	__type(value, struct pd_host_val);
+} pd_hosts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4 * PD_MAX_RULES);
+	__type(key, struct pd_route_key);
+	__type(value, struct pd_route_val);
+} pd_routes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pd_ctx);
+} pd_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PD_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} pd_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PD_GENERATIONS * PD_MAX_RULES);
+	__type(key, __u32);
+	__type(value, __u64);
+} pd_rule_hits SEC(".maps");
+
+#endif /* PD_MAPS_H */
