@@ -4,6 +4,7 @@
  * to the chain. Also re-entered by tail call for the next pipelined head of a segment. */
 #include "pd_common.h"
 #include "pd_parse.h"
+#include "pd_reply.h"
 
 /* Written by the controller (mmap of .bss): the active generation and each generation's
  * configuration. Read once per packet; the generation is then carried in the context. */
@@ -260,6 +261,20 @@ int pd_entry(struct __sk_buff *skb)
 		pd_count(PD_C_FAST_PATH);
 		if (f->verdict == PD_ACT_ALLOW)
 			return TC_ACT_OK;
+		/* A refused connection: data or a FIN from the client is answered with a RST so
+		 * the client does not linger; everything else is dropped. */
+		if (f->verdict != PD_ACT_DROP && !(p.tcp_flags & PD_TCP_RST) &&
+		    (p.payload_len || (p.tcp_flags & PD_TCP_FIN))) {
+			__u32 z = 0;
+			struct pd_ctx *rc = bpf_map_lookup_elem(&pd_scratch, &z);
+			if (rc) {
+				pd_ctx_init(rc, skb, &p, gen, cfg, proto);
+				if (p.tcp_flags & PD_TCP_FIN)
+					rc->payload_len += 1; /* the FIN takes a sequence number */
+				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
+					return bpf_redirect(skb->ifindex, 0);
+			}
+		}
 		return TC_ACT_SHOT;
 	}
 	if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {

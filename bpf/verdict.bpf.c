@@ -19,11 +19,11 @@ static const char resp_403[] =
 PD_INLINE int pd_reply_both(struct __sk_buff *skb, struct pd_ctx *ctx, int http)
 {
 	int kind = http ? PD_REPLY_HTTP : PD_REPLY_RST_CLIENT;
-	if (pd_build(skb, ctx, kind, resp_403, http ? sizeof(resp_403) - 1 : 0) < 0)
+	if (pd_build(skb, ctx, kind, resp_403, http ? sizeof(resp_403) - 1 : 0, 1) < 0)
 		goto fail;
 	if (bpf_clone_redirect(skb, ctx->ifindex, 0) < 0)
 		goto fail;
-	if (pd_build(skb, ctx, PD_REPLY_RST_SERVER, 0, 0) < 0)
+	if (pd_build(skb, ctx, PD_REPLY_RST_SERVER, 0, 0, 1) < 0)
 		goto fail;
 	return TC_ACT_OK;
 fail:

@@ -65,9 +65,9 @@ enum pd_reason {
 /* ---- counters: per-CPU array, summed by the controller ------------------------------ */
 enum pd_counter {
 	PD_C_REASON_BASE = 0,                          /* + pd_reason: fail-mode events */
-	PD_C_VERDICT_BASE = PD_R_MAX,                  /* + pd_action: decisions taken */
-	PD_C_STAGE_BASE = PD_C_VERDICT_BASE + PD_ACT_MAX, /* + pd_stage: stage runs */
-	PD_C_PACKETS = PD_C_STAGE_BASE + PD_STAGE_MAX, /* listener packets seen */
+	PD_C_VERDICT_BASE = (int)PD_R_MAX,                /* + pd_action: decisions taken */
+	PD_C_STAGE_BASE = (int)PD_C_VERDICT_BASE + (int)PD_ACT_MAX,/* + pd_stage: stage runs */
+	PD_C_PACKETS = (int)PD_C_STAGE_BASE + (int)PD_STAGE_MAX,/* listener packets seen */
 	PD_C_FAST_PATH,                                /* decided from the flow entry alone */
 	PD_C_HEAD_PARTIAL,                             /* segments of an incomplete head (accumulated) */
 	PD_C_REQUESTS,                                 /* request heads judged */

@@ -57,7 +57,7 @@ struct pd_sum_walk {
 
 static long pd_sum_cb(__u32 i, struct pd_sum_walk *w)
 {
-	__u8 buf[256] = {};
+	__u8 buf[128] = {}; /* small: this frame adds to the caller's stack */
 	__u32 done = i * sizeof(buf);
 	if (done >= w->len)
 		return 1;
@@ -86,7 +86,7 @@ PD_INLINE int pd_sum_bytes(struct __sk_buff *skb, __u32 off, __u32 len, __u32 *s
 		*sum = 0;
 		return 0;
 	}
-	bpf_loop((len + 255) / 256, pd_sum_cb, &w, 0);
+	bpf_loop((len + 127) / 128, pd_sum_cb, &w, 0);
 	*sum = w.sum;
 	return w.err ? -1 : 0;
 }
@@ -117,9 +117,10 @@ PD_INLINE int pd_fix_ip(struct __sk_buff *skb, struct pd_ctx *ctx, int to_client
 			return -1;
 		__u32 ihl = (__u32)ip.ihl * 4;
 		ip.tot_len = bpf_htons(l3_len);
+		/* both directions are written in full: the packet may already be a reply */
+		ip.saddr = to_client ? ctx->key.daddr[0] : ctx->key.saddr[0];
+		ip.daddr = to_client ? ctx->key.saddr[0] : ctx->key.daddr[0];
 		if (to_client) {
-			ip.saddr = ctx->key.daddr[0];
-			ip.daddr = ctx->key.saddr[0];
 			ip.ttl = 64;
 			ip.id = 0;
 			ip.frag_off = bpf_htons(0x4000); /* DF */
@@ -148,9 +149,9 @@ PD_INLINE int pd_fix_ip(struct __sk_buff *skb, struct pd_ctx *ctx, int to_client
 		return -1;
 	/* extension headers are dropped from replies: next header becomes TCP */
 	ip6.payload_len = bpf_htons(l3_len - sizeof(ip6));
+	__builtin_memcpy(&ip6.saddr, to_client ? ctx->key.daddr : ctx->key.saddr, 16);
+	__builtin_memcpy(&ip6.daddr, to_client ? ctx->key.saddr : ctx->key.daddr, 16);
 	if (to_client) {
-		__builtin_memcpy(&ip6.saddr, ctx->key.daddr, 16);
-		__builtin_memcpy(&ip6.daddr, ctx->key.saddr, 16);
 		ip6.hop_limit = 64;
 		ip6.flow_lbl[0] = ip6.flow_lbl[1] = ip6.flow_lbl[2] = 0;
 		ip6.priority = 0;
@@ -164,9 +165,11 @@ enum pd_reply_kind {
 	PD_REPLY_HTTP = 2,       /* an HTTP response + FIN to the client */
 };
 
-/* Rewrites the packet into a reply. body/body_len: the HTTP response bytes (HTTP only). */
+/* Rewrites the packet into a reply. body/body_len: the HTTP response bytes (HTTP only).
+ * swap_macs: exchange the Ethernet addresses (a reply to the client, or back again when the
+ * packet was a client reply before). */
 PD_INLINE int pd_build(struct __sk_buff *skb, struct pd_ctx *ctx, int kind,
-		       const char *body, __u32 body_len)
+		       const char *body, __u32 body_len, int swap_macs)
 {
 	int to_client = kind != PD_REPLY_RST_SERVER;
 	/* IPv6 replies carry no extension headers: TCP goes right after the fixed header */
@@ -181,7 +184,7 @@ PD_INLINE int pd_build(struct __sk_buff *skb, struct pd_ctx *ctx, int kind,
 	if (total != ctx->l4_off + sizeof(struct tcphdr) && bpf_skb_change_tail(skb, total, 0) < 0)
 		return -1;
 
-	if (to_client) {
+	if (swap_macs) {
 		__u8 macs[12];
 		if (bpf_skb_load_bytes(skb, 0, macs, 12) < 0)
 			return -1;

@@ -1,0 +1,58 @@
+#include "chain/abi.hpp"
+
+namespace policyd::abi {
+
+std::string_view reason_name(unsigned reason) {
+  switch (reason) {
+    case PD_R_NONE: return "none";
+    case PD_R_HEAD_TOO_LARGE: return "head_too_large";
+    case PD_R_BAD_REQUEST_LINE: return "bad_request_line";
+    case PD_R_BAD_HEADER: return "bad_header";
+    case PD_R_NO_HOST: return "no_host";
+    case PD_R_MULTI_HOST: return "multiple_host";
+    case PD_R_BAD_HOST: return "bad_host";
+    case PD_R_BAD_PATH: return "bad_path";
+    case PD_R_PATH_TOO_LONG: return "path_too_long";
+    case PD_R_OUT_OF_ORDER: return "out_of_order";
+    case PD_R_INCONSISTENT: return "inconsistent_retransmission";
+    case PD_R_NO_FLOW: return "no_flow_state";
+    case PD_R_FLOW_TABLE_FULL: return "flow_table_full";
+    case PD_R_MISSED_TAIL_CALL: return "missed_tail_call";
+    case PD_R_BAD_BODY: return "bad_body_framing";
+    case PD_R_SMUGGLING: return "smuggling_signal";
+    case PD_R_REPLY_FAILED: return "reply_failed";
+    case PD_R_FRAGMENT: return "ip_fragment";
+    case PD_R_BAD_PACKET: return "bad_packet";
+    case PD_R_TOO_MANY_REQUESTS: return "pipeline_cut";
+  }
+  return "unknown";
+}
+
+std::string_view action_name(unsigned action) {
+  switch (action) {
+    case PD_ACT_NONE: return "none";
+    case PD_ACT_ALLOW: return "allow";
+    case PD_ACT_DENY: return "deny";
+    case PD_ACT_DROP: return "drop";
+    case PD_ACT_RESET: return "reset";
+    case PD_ACT_REJECT: return "reject";
+    case PD_ACT_UNAUTH: return "unauthorized";
+  }
+  return "unknown";
+}
+
+std::string_view stage_name(unsigned stage) {
+  switch (stage) {
+    case PD_STAGE_ENTRY: return "entry";
+    case PD_STAGE_HTTP: return "http";
+    case PD_STAGE_SNI: return "sni";
+    case PD_STAGE_HOST: return "host";
+    case PD_STAGE_PATH: return "path";
+    case PD_STAGE_JWT: return "jwt";
+    case PD_STAGE_RATELIMIT: return "ratelimit";
+    case PD_STAGE_VERDICT: return "verdict";
+  }
+  return "unknown";
+}
+
+}  // namespace policyd::abi

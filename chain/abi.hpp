@@ -1,0 +1,29 @@
+// The C++ view of bpf/include/pd_abi.h: the shared layouts, checked for size, and names.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+extern "C" {
+#include "pd_abi.h"
+}
+
+namespace policyd::abi {
+
+static_assert(sizeof(pd_listener_key) == 8);
+static_assert(sizeof(pd_listener) == 24);
+static_assert(sizeof(pd_config) == 24);
+static_assert(sizeof(pd_flow_key) == 40);
+static_assert(sizeof(pd_flow) == 40);
+static_assert(sizeof(pd_host_key) == 16);
+static_assert(sizeof(pd_host_val) == 8 + PD_PATTERN_MAX / 8 + PD_PATTERN_MAX);
+static_assert(sizeof(pd_route_key) == 24);
+static_assert(sizeof(pd_route_slot) == 16);
+static_assert(sizeof(pd_route_val) == 8 + 16 * PD_ROUTE_SLOTS + PD_PATTERN_MAX);
+static_assert(sizeof(pd_ctx) <= 32768, "per-CPU values are limited to 32 KiB");
+
+std::string_view reason_name(unsigned reason);
+std::string_view action_name(unsigned action);
+std::string_view stage_name(unsigned stage);
+
+}  // namespace policyd::abi

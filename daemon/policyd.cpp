@@ -1,0 +1,49 @@
+// policyd: the daemon (CLI.md).
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "chain/dataplane.hpp"
+#include "daemon/daemon.hpp"
+#include "daemon/log.hpp"
+
+#ifndef POLICYD_VERSION
+#define POLICYD_VERSION "0.0.0"
+#endif
+
+int main(int argc, char** argv) {
+  policyd::DaemonOptions opts{"/etc/policyd/policy.yaml", "/sys/fs/bpf/policyd", "/run/policyd/policyd.sock",
+                              "127.0.0.1:9464"};
+  std::string level = "info", format = "text";
+  bool detach = false, version = false;
+  CLI::App app{"policyd: L7 policy enforcement in eBPF on a gateway host"};
+  app.add_option("--config", opts.config_path, "policy file")->capture_default_str();
+  app.add_option("--pin-dir", opts.pin_dir, "where maps and programs are pinned (bpffs)")->capture_default_str();
+  app.add_option("--socket", opts.socket_path, "control socket")->capture_default_str();
+  app.add_option("--metrics", opts.metrics, "metrics listen address")->capture_default_str();
+  app.add_option("--log-level", level, "trace|debug|info|warn|error")->capture_default_str();
+  app.add_option("--log-format", format, "text|json")->capture_default_str();
+  app.add_flag("--detach", detach, "remove the chain from every interface, unpin it, and exit");
+  app.add_flag("--version", version, "print the version and exit");
+  CLI11_PARSE(app, argc, argv);
+  if (version) {
+    std::printf("policyd %s\n", POLICYD_VERSION);
+    return 0;
+  }
+  std::string err;
+  if (!policyd::setup_logging(level, format, &err)) {
+    std::fprintf(stderr, "policyd: %s\n", err.c_str());
+    return 1;
+  }
+  if (detach) {
+    auto st = policyd::chain::Dataplane::teardown(opts.pin_dir);
+    if (!st) {
+      spdlog::get("main")->error("{}", st.error().message);
+      return 2;
+    }
+    return 0;
+  }
+  policyd::Daemon daemon(opts);
+  if (int rc = daemon.start(); rc != 0) return rc;
+  daemon.run();
+  return 0;
+}
