@@ -149,6 +149,7 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->fail_open = cfg->fail_open;
 	ctx->max_head = cfg->max_head_bytes;
 	ctx->hash_seed = cfg->hash_seed;
+	ctx->max_pipeline = cfg->max_pipeline;
 	ctx->head_off = 0;
 	ctx->head_len = 0;
 	ctx->method = 0;

@@ -557,7 +557,7 @@ int pd_http(struct __sk_buff *skb)
 	struct pd_ctx *ctx = pd_ctx_get();
 	if (!ctx)
 		return TC_ACT_SHOT;
-	if (ctx->stage == PD_STAGE_ENTRY && ctx->head_len == 0)
+	if (ctx->head_len == 0) /* the entry found no head: it sent us a chunked-body segment */
 		return walk_chunks(skb, ctx);
 	pd_stage_enter(ctx, PD_STAGE_HTTP);
 

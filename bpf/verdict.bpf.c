@@ -87,7 +87,7 @@ int pd_verdict(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		/* More of this segment follows the request: judge the next head (or walk the
 		 * chunked body) before anything of it passes. */
-		if (ctx->pipelined < PD_MAX_PIPELINE) {
+		if (ctx->pipelined + 1 < ctx->max_pipeline) {
 			ctx->reenter = 1;
 			ctx->stage = PD_STAGE_VERDICT;
 			bpf_tail_call(skb, &pd_progs, (__u32)(ctx->gen & 1) * PD_STAGE_MAX + PD_STAGE_ENTRY);

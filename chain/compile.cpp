@@ -110,6 +110,8 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
   for (size_t i = 0; i < t.stages.size(); ++i)
     t.next[t.stages[i]] = i + 1 < t.stages.size() ? t.stages[i + 1] : uint32_t{PD_STAGE_VERDICT};
   t.config.first_stage = static_cast<uint8_t>(first);
+  // k pipelined heads cost k * (parser + stages + verdict) + (k - 1) re-entries tail calls
+  t.config.max_pipeline = static_cast<uint8_t>((PD_TAIL_CALL_BUDGET + 1) / (t.stages.size() + 3));
 
   // ---- hosts and routes
   std::map<std::tuple<uint32_t, uint64_t>, size_t> host_index;  // (kind, hash) -> hosts[]

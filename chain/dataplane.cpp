@@ -31,6 +31,7 @@ namespace {
 // libbpf's messages go to the "bpf" logger; while a load runs they are also collected so a
 // verifier rejection can be handed back to the operator.
 thread_local std::string* g_capture = nullptr;
+thread_local bool g_quiet = false;  // probing interfaces: "no qdisc here" is the expected answer
 
 int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   // a verifier log arrives as one message of up to megabytes: size it first
@@ -44,6 +45,7 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   buf.resize(static_cast<size_t>(n));
   std::string_view line(buf);
   if (g_capture) g_capture->append(line);
+  if (g_quiet) return 0;
   auto logger = spdlog::get("bpf");
   if (!logger) return 0;
   while (!line.empty() && line.back() == '\n') line.remove_suffix(1);
@@ -309,6 +311,7 @@ Status Dataplane::commit(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   cfg.default_action = t.config.default_action;
   cfg.fail_open = t.config.fail_open;
   cfg.first_stage = t.config.first_stage;
+  cfg.max_pipeline = t.config.max_pipeline;
   cfg.max_head_bytes = t.config.max_head_bytes;
   cfg.hash_seed = t.config.hash_seed;
 
@@ -368,8 +371,10 @@ Status Dataplane::teardown(const std::string& pin_dir) {
     if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) prog_id = info.id;
     close(fd);
   }
+  install_libbpf_logger();
   std::vector<std::string> detached;
   if (prog_id) {
+    g_quiet = true;
     struct if_nameindex* ifs = ::if_nameindex();
     for (auto* i = ifs; i && i->if_index; ++i) {
       LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i->if_index), .attach_point = BPF_TC_INGRESS);
@@ -380,6 +385,7 @@ Status Dataplane::teardown(const std::string& pin_dir) {
       }
     }
     if (ifs) if_freenameindex(ifs);
+    g_quiet = false;
   }
   DIR* d = opendir(pin_dir.c_str());
   if (!d) {

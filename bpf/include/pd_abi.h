@@ -88,7 +88,7 @@ enum pd_counter {
 #define PD_PATH_SEGS 128     /* path segments tracked for dot-segment removal */
 #define PD_MAX_RULES 65536   /* routes per generation (per-rule counters) */
 #define PD_ROUTE_SLOTS 4     /* routes sharing one path key (differing only by methods) */
-#define PD_MAX_PIPELINE 6    /* heads judged per segment before the rest is cut off */
+#define PD_TAIL_CALL_BUDGET 33 /* the kernel's MAX_TAIL_CALL_CNT */
 #define PD_RULE_NONE 0xffffffffu
 
 /* ---- listeners ---------------------------------------------------------------------- */
@@ -115,7 +115,7 @@ struct pd_config {
 	__u8 default_action;  /* pd_action */
 	__u8 fail_open;       /* 1: fail_mode open */
 	__u8 first_stage;     /* first chain stage after the head parser (or VERDICT) */
-	__u8 pad;
+	__u8 max_pipeline;    /* heads one segment may have judged within the tail-call budget */
 	__u32 max_head_bytes;
 	__u64 hash_seed;      /* seed of the host/path hashes of this generation */
 };
@@ -277,6 +277,7 @@ struct pd_ctx {
 	__u8 ratelimit;
 	__u8 pipelined;    /* heads judged in this segment before this one */
 	__u8 reenter;      /* set by the verdict stage right before re-entering the entry */
+	__u8 max_pipeline; /* from the generation's config */
 	__u64 hash_seed;
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by

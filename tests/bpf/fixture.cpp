@@ -1,0 +1,107 @@
+#include "fixture.hpp"
+
+#include <bpf/bpf.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+
+#include "chain/compile.hpp"
+#include "config/loader.hpp"
+
+namespace policyd::test {
+
+namespace {
+std::atomic<uint16_t> g_port{41000};
+}
+
+std::string policy_with(const std::string& body, const std::string& head) {
+  return "version: 1\ninterfaces: [\"lo\"]\nlisteners:\n  - name: web\n    port: 80\n    protocol: http\n" +
+         head + body;
+}
+
+Fixture::Fixture(const std::string& policy_yaml) {
+  chain::Dataplane::Options o;
+  o.max_flows = 4096;
+  o.accum_entries = 64;
+  auto dp = chain::Dataplane::load(o);
+  if (!dp) FAIL("loading the dataplane: " << dp.error().message << "\n" << dp.error().detail);
+  dp_ = std::move(dp.value());
+  apply(policy_yaml);
+}
+
+void Fixture::apply(const std::string& policy_yaml) {
+  auto policy = config::load_policy_string(policy_yaml, "test.yaml");
+  uint32_t gen = tag_ == 0 ? dp_->active_gen() ^ 1 : dp_->inactive_gen();
+  auto tables = chain::compile(policy, gen, dp_->hash_seed());
+  if (!tables) FAIL("compile: " << tables.error().message);
+  auto st = dp_->commit(*tables, gen, ++tag_);
+  if (!st) FAIL("commit: " << st.error().message);
+}
+
+Outcome Fixture::run(const Packet& p) {
+  Outcome o;
+  o.in = p.build();
+  auto before = dp_->read_counters().values;
+  o.out.assign(o.in.size() + 1024, 0);
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = o.in.data(), .data_out = o.out.data(),
+              .data_size_in = static_cast<uint32_t>(o.in.size()),
+              .data_size_out = static_cast<uint32_t>(o.out.size()), .repeat = 1);
+  int err = bpf_prog_test_run_opts(dp_->entry_prog_fd(), &opts);
+  REQUIRE(err == 0);
+  o.retval = static_cast<int>(opts.retval);
+  o.out.resize(opts.data_size_out);
+  o.tcp = parse(o.out);
+  auto after = dp_->read_counters().values;
+  o.delta.resize(after.size());
+  for (size_t i = 0; i < after.size() && i < before.size(); ++i) o.delta[i] = after[i] - before[i];
+  return o;
+}
+
+Conn::Conn(Fixture& fx, int family, uint16_t sport, int vlan)
+    : fx_(fx), family_(family), vlan_(vlan), sport_(sport ? sport : g_port++) {}
+
+Packet Conn::base() const {
+  Packet p;
+  p.family = family_;
+  p.vlan = vlan_;
+  if (family_ == 6) {
+    p.src = "2001:db8:c::2";
+    p.dst = "2001:db8:5::2";
+  }
+  p.sport = sport_;
+  p.ack = srv_;
+  return p;
+}
+
+Outcome Conn::syn() {
+  Packet p = base();
+  p.flags = kSyn;
+  p.seq = isn_;
+  p.ack = 0;
+  next_ = isn_ + 1;
+  return fx_.run(p);
+}
+
+Outcome Conn::send(const std::string& data) {
+  Packet p = base();
+  p.seq = next_;
+  p.payload = data;
+  next_ += static_cast<uint32_t>(data.size());
+  return fx_.run(p);
+}
+
+Outcome Conn::send_at(uint32_t rel_seq, const std::string& data) {
+  Packet p = base();
+  p.seq = isn_ + 1 + rel_seq;
+  p.payload = data;
+  return fx_.run(p);
+}
+
+Outcome Conn::fin() {
+  Packet p = base();
+  p.seq = next_;
+  p.flags = kFin | kAck;
+  return fx_.run(p);
+}
+
+}  // namespace policyd::test

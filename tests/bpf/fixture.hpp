@@ -1,0 +1,64 @@
+// A loaded dataplane (the real BPF programs, not attached) with a policy committed, and
+// BPF_PROG_TEST_RUN of packets through its entry program.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "chain/dataplane.hpp"
+#include "packet.hpp"
+
+namespace policyd::test {
+
+struct Outcome {
+  int retval = -1;                // TC_ACT_*
+  std::vector<uint8_t> in, out;   // the frame sent, the frame as the program left it
+  TcpView tcp;                    // parsed `out`
+  std::vector<uint64_t> delta;    // counter increments caused by this packet
+
+  bool passed_unchanged() const { return retval == 0 && in == out; }
+  bool dropped() const { return retval == 2; }
+  // refused: the packet became a RST toward the server (deny/reset, client reply cloned)
+  bool refused() const { return retval == 0 && tcp.ok && (tcp.flags & kRst); }
+  bool truncated() const { return retval == 0 && out.size() < in.size() && !(tcp.flags & kRst); }
+  uint64_t counter(unsigned idx) const { return idx < delta.size() ? delta[idx] : 0; }
+  uint64_t reason(unsigned r) const { return counter(PD_C_REASON_BASE + r); }
+  uint64_t verdict(unsigned a) const { return counter(PD_C_VERDICT_BASE + a); }
+};
+
+class Fixture {
+ public:
+  // Loads the dataplane and commits `policy_yaml`; fails the test on error.
+  explicit Fixture(const std::string& policy_yaml);
+  void apply(const std::string& policy_yaml);  // commit another generation
+  Outcome run(const Packet& p);
+  chain::Dataplane& dp() { return *dp_; }
+
+ private:
+  std::unique_ptr<chain::Dataplane> dp_;
+  uint32_t tag_ = 0;
+};
+
+// One TCP connection's client side: the SYN, then segments with advancing sequence numbers.
+class Conn {
+ public:
+  Conn(Fixture& fx, int family = 4, uint16_t sport = 0, int vlan = -1);
+  Outcome syn();
+  Outcome send(const std::string& data);                     // next in-order segment
+  Outcome send_at(uint32_t rel_seq, const std::string& data);  // relative to the first data byte
+  Outcome fin();
+  Packet base() const;
+  uint32_t next_rel() const { return next_ - isn_ - 1; }
+
+ private:
+  Fixture& fx_;
+  int family_, vlan_;
+  uint16_t sport_;
+  uint32_t isn_ = 100000, next_ = 100001, srv_ = 700001;
+};
+
+// A policy text for tests: `body` is appended after version/interfaces/listeners.
+std::string policy_with(const std::string& body, const std::string& head = "");
+
+}  // namespace policyd::test

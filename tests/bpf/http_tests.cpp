@@ -1,0 +1,453 @@
+// The HTTP dataplane, packet by packet, through the real programs (BPF_PROG_TEST_RUN).
+#include <catch2/catch.hpp>
+
+#include "fixture.hpp"
+
+using namespace policyd::test;
+
+namespace {
+
+const std::string kPolicy = policy_with(R"(chain: [host, path]
+default_action: deny
+limits:
+  max_head_bytes: 2048
+hosts:
+  - match: ["app.example.com", "www.app.example.com"]
+    routes:
+      - path: { prefix: "/admin" }
+        action: deny
+      - path: { exact: "/healthz" }
+        action: allow
+      - path: { prefix: "/api/" }
+        methods: [GET, POST]
+        action: allow
+      - path: { prefix: "/static/" }
+        action: allow
+      - path: { prefix: "/drop" }
+        action: drop
+      - path: { prefix: "/reset" }
+        action: reset
+      - path: { exact: "/" }
+        action: allow
+  - match: "*.example.com"
+    routes:
+      - path: { prefix: "/public/" }
+        action: allow
+  - match: "*"
+    routes:
+      - path: { prefix: "/open/" }
+        action: allow
+)");
+
+std::string req(const std::string& method, const std::string& target, const std::string& host,
+                const std::string& extra = "") {
+  return method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: t\r\n" + extra + "\r\n";
+}
+
+std::string get(const std::string& target, const std::string& host = "app.example.com") {
+  return req("GET", target, host);
+}
+
+enum class Expect { Allow, Deny, Drop, Reset, Fail };
+
+struct Case {
+  const char* what;
+  std::string head;
+  Expect expect;
+  unsigned reason = PD_R_NONE;
+};
+
+void check(const Outcome& o, const Case& c) {
+  INFO(c.what << "\n--- head ---\n" << c.head << "--- retval " << o.retval << " out " << o.out.size()
+               << " in " << o.in.size());
+  switch (c.expect) {
+    case Expect::Allow:
+      CHECK(o.passed_unchanged());
+      CHECK(o.verdict(PD_ACT_ALLOW) == 1);
+      break;
+    case Expect::Deny:
+      CHECK(o.refused());
+      CHECK(o.verdict(PD_ACT_DENY) == 1);
+      break;
+    case Expect::Drop:
+      CHECK(o.dropped());
+      CHECK(o.verdict(PD_ACT_DROP) == 1);
+      break;
+    case Expect::Reset:
+      CHECK(o.refused());
+      CHECK(o.verdict(PD_ACT_RESET) == 1);
+      break;
+    case Expect::Fail:
+      CHECK(o.refused());
+      CHECK(o.reason(c.reason) == 1);
+      break;
+  }
+}
+
+std::vector<Case> single_segment_cases() {
+  return {
+      {"exact route allows", get("/healthz"), Expect::Allow},
+      {"exact does not match a longer path", get("/healthz/x"), Expect::Deny},
+      {"prefix deny", get("/admin"), Expect::Deny},
+      {"prefix deny covers deeper paths", get("/admin/users"), Expect::Deny},
+      {"prefix is a byte prefix", get("/administrator"), Expect::Deny},
+      {"earlier route wins", get("/api/x"), Expect::Allow},
+      {"default action for an unmatched path", get("/nothing"), Expect::Deny},
+      {"query string is ignored", get("/healthz?x=1&y=/admin"), Expect::Allow},
+      {"root exact", get("/"), Expect::Allow},
+      {"method allowed", req("POST", "/api/x", "app.example.com", "Content-Length: 0\r\n"), Expect::Allow},
+      {"method not in the route's list", req("DELETE", "/api/x", "app.example.com"), Expect::Deny},
+      {"unknown method token", req("BREW", "/api/x", "app.example.com"), Expect::Deny},
+      {"any method where none listed", req("DELETE", "/static/a", "app.example.com"), Expect::Allow},
+      {"drop action", get("/drop"), Expect::Drop},
+      {"reset action", get("/reset"), Expect::Reset},
+      // host matching
+      {"host upper case", get("/healthz", "APP.Example.COM"), Expect::Allow},
+      {"host with port", get("/healthz", "app.example.com:8080"), Expect::Allow},
+      {"host with trailing dot", get("/healthz", "app.example.com."), Expect::Allow},
+      {"second pattern of a host", get("/healthz", "www.app.example.com"), Expect::Allow},
+      {"wildcard one label", get("/public/x", "a.example.com"), Expect::Allow},
+      {"wildcard deeper", get("/public/x", "b.a.example.com"), Expect::Allow},
+      {"wildcard does not match the bare suffix", get("/public/x", "example.com"), Expect::Deny},
+      {"exact host wins over the wildcard (listed first)", get("/public/x", "app.example.com"), Expect::Deny},
+      {"catch-all host", get("/open/x", "other.org"), Expect::Allow},
+      {"catch-all host, unmatched path", get("/public/x", "other.org"), Expect::Deny},
+      {"ipv6 literal host", get("/open/x", "[2001:db8::1]:80"), Expect::Allow},
+      {"absolute-form uses its authority", "GET http://a.example.com/public/x HTTP/1.1\r\nHost: other.org\r\n\r\n",
+       Expect::Allow},
+      {"absolute-form authority over Host (deny side)",
+       "GET http://other.org/public/x HTTP/1.1\r\nHost: a.example.com\r\n\r\n", Expect::Deny},
+      {"absolute-form without a path is /", "GET http://app.example.com HTTP/1.1\r\nHost: x\r\n\r\n", Expect::Allow},
+      {"Host header name case", "GET /healthz HTTP/1.1\r\nhOsT: app.example.com\r\n\r\n", Expect::Allow},
+      {"Host after many headers",
+       "GET /healthz HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\nHost: app.example.com\r\n\r\n",
+       Expect::Allow},
+      {"bare LF line endings", "GET /healthz HTTP/1.1\nHost: app.example.com\n\n", Expect::Allow},
+      {"leading empty line", "\r\nGET /healthz HTTP/1.1\r\nHost: app.example.com\r\n\r\n", Expect::Allow},
+      {"HTTP/1.0 with Host", "GET /healthz HTTP/1.0\r\nHost: app.example.com\r\n\r\n", Expect::Allow},
+      // path normalization
+      {"dot-dot to a denied path", get("/api/../admin"), Expect::Deny},
+      {"dot-dot beyond the root", get("/../../admin"), Expect::Deny},
+      {"dot segment", get("/./admin"), Expect::Deny},
+      {"repeated slashes", get("//admin"), Expect::Deny},
+      {"percent-encoded unreserved", get("/%61dmin"), Expect::Deny},
+      {"percent-encoded dots", get("/api/%2e%2e/admin"), Expect::Deny},
+      {"dot-dot into an allowed prefix", get("/admin/../api/x"), Expect::Allow},
+      {"encoded slash is the fail mode", get("/%2Fadmin"), Expect::Fail, PD_R_BAD_PATH},
+      {"encoded backslash", get("/api/%5c..%5cadmin"), Expect::Fail, PD_R_BAD_PATH},
+      {"encoded NUL", get("/api/%00"), Expect::Fail, PD_R_BAD_PATH},
+      {"literal backslash", get("/api\\..\\admin"), Expect::Fail, PD_R_BAD_PATH},
+      {"bad percent escape", get("/api/%zz"), Expect::Fail, PD_R_BAD_PATH},
+      {"target not origin-form", get("admin"), Expect::Fail, PD_R_BAD_PATH},
+      {"reserved escape stays encoded", get("/api/a%3Fb"), Expect::Allow},
+      // malformed heads get the fail mode
+      {"no Host", "GET /healthz HTTP/1.1\r\nUser-Agent: t\r\n\r\n", Expect::Fail, PD_R_NO_HOST},
+      {"two Host headers", "GET /healthz HTTP/1.1\r\nHost: app.example.com\r\nHost: evil.org\r\n\r\n",
+       Expect::Fail, PD_R_MULTI_HOST},
+      {"empty Host", "GET /healthz HTTP/1.1\r\nHost: \r\n\r\n", Expect::Fail, PD_R_NO_HOST},
+      {"Host with userinfo", get("/healthz", "evil.org@app.example.com"), Expect::Fail, PD_R_BAD_HOST},
+      {"Host with space inside", get("/healthz", "app.example.com x"), Expect::Fail, PD_R_BAD_HOST},
+      {"bad version", "GET /healthz HTTP/2.0\r\nHost: app.example.com\r\n\r\n", Expect::Fail, PD_R_BAD_REQUEST_LINE},
+      {"HTTP/0.9 style", "GET /healthz\r\nHost: app.example.com\r\n\r\n", Expect::Fail, PD_R_BAD_REQUEST_LINE},
+      {"double space in request line", "GET  /healthz HTTP/1.1\r\nHost: app.example.com\r\n\r\n", Expect::Fail,
+       PD_R_BAD_REQUEST_LINE},
+      {"obs-fold", "GET /healthz HTTP/1.1\r\nHost: app.example.com\r\nX: a\r\n b\r\n\r\n", Expect::Fail,
+       PD_R_BAD_HEADER},
+      {"space before colon", "GET /healthz HTTP/1.1\r\nHost : app.example.com\r\n\r\n", Expect::Fail,
+       PD_R_BAD_HEADER},
+      {"NUL in a header value", std::string("GET /healthz HTTP/1.1\r\nHost: app.example.com\r\nX: a") + '\0' + "b\r\n\r\n",
+       Expect::Fail, PD_R_BAD_HEADER},
+      {"bare CR", "GET /healthz HTTP/1.1\r\nHost: app.example.com\rX: y\r\n\r\n", Expect::Fail, PD_R_BAD_HEADER},
+      {"Content-Length with Transfer-Encoding",
+       req("POST", "/api/x", "app.example.com", "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n"),
+       Expect::Fail, PD_R_SMUGGLING},
+      {"Transfer-Encoding other than chunked", req("POST", "/api/x", "app.example.com", "Transfer-Encoding: gzip\r\n"),
+       Expect::Fail, PD_R_SMUGGLING},
+      {"conflicting Content-Length", req("POST", "/api/x", "app.example.com", "Content-Length: 1\r\nContent-Length: 2\r\n"),
+       Expect::Fail, PD_R_BAD_BODY},
+      {"Content-Length list", req("POST", "/api/x", "app.example.com", "Content-Length: 1, 1\r\n"), Expect::Fail,
+       PD_R_BAD_BODY},
+      {"negative Content-Length", req("POST", "/api/x", "app.example.com", "Content-Length: -1\r\n"), Expect::Fail,
+       PD_R_BAD_BODY},
+  };
+}
+
+}  // namespace
+
+TEST_CASE("single-segment requests, IPv4", "[http]") {
+  Fixture fx(kPolicy);
+  for (const auto& c : single_segment_cases()) {
+    Conn conn(fx, 4);
+    REQUIRE(conn.syn().passed_unchanged());
+    check(conn.send(c.head), c);
+  }
+}
+
+TEST_CASE("single-segment requests, IPv6", "[http][ipv6]") {
+  Fixture fx(kPolicy);
+  for (const auto& c : single_segment_cases()) {
+    Conn conn(fx, 6);
+    REQUIRE(conn.syn().passed_unchanged());
+    check(conn.send(c.head), c);
+  }
+}
+
+TEST_CASE("single-segment requests, 802.1Q tagged", "[http][vlan]") {
+  Fixture fx(kPolicy);
+  for (const auto& c : single_segment_cases()) {
+    Conn conn(fx, 4, 0, 42);
+    REQUIRE(conn.syn().passed_unchanged());
+    check(conn.send(c.head), c);
+  }
+}
+
+TEST_CASE("traffic that is not to a listener passes untouched and uncounted", "[entry]") {
+  Fixture fx(kPolicy);
+  Packet p;
+  p.dport = 8080;
+  p.payload = get("/admin");
+  auto o = fx.run(p);
+  CHECK(o.passed_unchanged());
+  CHECK(o.counter(PD_C_PACKETS) == 0);
+  Packet u;
+  u.proto = 17;
+  u.payload = "hello";
+  auto ou = fx.run(u);
+  CHECK(ou.passed_unchanged());
+  CHECK(ou.counter(PD_C_PACKETS) == 0);
+  Packet v6 = p;
+  v6.family = 6;
+  v6.src = "2001:db8:c::2";
+  v6.dst = "2001:db8:5::2";
+  CHECK(fx.run(v6).passed_unchanged());
+}
+
+TEST_CASE("a deny turns the request into a RST to the server with valid checksums", "[verdict]") {
+  Fixture fx(kPolicy);
+  for (int family : {4, 6}) {
+    Conn c(fx, family);
+    c.syn();
+    auto o = c.send(get("/admin"));
+    REQUIRE(o.refused());
+    CHECK(o.tcp.dst == c.base().dst);  // still toward the server
+    CHECK(o.tcp.src == c.base().src);
+    CHECK(o.tcp.seq == 100001);       // exactly where the server expects the next byte
+    CHECK(o.tcp.payload.empty());
+    CHECK(o.tcp.tcp_csum_ok);
+    CHECK(o.tcp.ip_csum_ok);
+    // the connection is refused from now on: later data is answered with a RST to the client
+    auto later = c.send("more");
+    CHECK(later.retval == 7);  // TC_ACT_REDIRECT
+    CHECK((later.tcp.flags & kRst));
+    CHECK(later.tcp.dst == c.base().src);
+    CHECK(later.tcp.tcp_csum_ok);
+  }
+}
+
+TEST_CASE("a head split over segments is judged by the segment that completes it", "[accumulation]") {
+  Fixture fx(kPolicy);
+  const std::string allowed = get("/healthz"), denied = get("/admin");
+  for (size_t cut : {1ul, 5ul, 20ul, 30ul, allowed.size() - 2}) {
+    Conn a(fx);
+    a.syn();
+    auto first = a.send(allowed.substr(0, cut));
+    INFO("cut at " << cut);
+    CHECK(first.passed_unchanged());
+    CHECK(first.counter(PD_C_HEAD_PARTIAL) == 1);
+    CHECK(first.counter(PD_C_REQUESTS) == 0);
+    auto second = a.send(allowed.substr(cut));
+    CHECK(second.passed_unchanged());
+    CHECK(second.verdict(PD_ACT_ALLOW) == 1);
+
+    size_t dcut = std::min(cut, denied.size() - 2);
+    Conn d(fx);
+    d.syn();
+    CHECK(d.send(denied.substr(0, dcut)).passed_unchanged());
+    CHECK(d.send(denied.substr(dcut)).refused());
+  }
+  // three segments, the Host value split in the middle
+  Conn t(fx);
+  t.syn();
+  CHECK(t.send("GET /admin HTTP/1.1\r\n").passed_unchanged());
+  CHECK(t.send("Host: app.exa").passed_unchanged());
+  CHECK(t.send("mple.com\r\n\r\n").refused());
+}
+
+TEST_CASE("accumulation refuses what it cannot trust", "[accumulation]") {
+  Fixture fx(kPolicy);
+  const std::string head = get("/healthz");
+  SECTION("a segment ahead of the missing bytes is dropped, then the in-order data is judged") {
+    Conn c(fx);
+    c.syn();
+    CHECK(c.send(head.substr(0, 10)).passed_unchanged());
+    auto ahead = c.send_at(20, head.substr(20));
+    CHECK(ahead.dropped());
+    CHECK(ahead.reason(PD_R_OUT_OF_ORDER) == 1);
+    CHECK(c.send_at(10, head.substr(10)).passed_unchanged());
+  }
+  SECTION("an identical retransmission of held bytes passes") {
+    Conn c(fx);
+    c.syn();
+    CHECK(c.send(head.substr(0, 10)).passed_unchanged());
+    CHECK(c.send_at(0, head.substr(0, 10)).passed_unchanged());
+    CHECK(c.send_at(10, head.substr(10)).verdict(PD_ACT_ALLOW) == 1);
+  }
+  SECTION("a retransmission with different bytes is the fail mode") {
+    Conn c(fx);
+    c.syn();
+    CHECK(c.send(get("/healthz").substr(0, 12)).passed_unchanged());
+    auto o = c.send_at(0, get("/admin").substr(0, 12) + "x");
+    CHECK(o.refused());
+    CHECK(o.reason(PD_R_INCONSISTENT) == 1);
+  }
+  SECTION("a head over max_head_bytes is the fail mode") {
+    Conn c(fx);
+    c.syn();
+    std::string big = "GET /healthz HTTP/1.1\r\nHost: app.example.com\r\nX: " + std::string(1500, 'a') + "\r\n";
+    CHECK(c.send(big).passed_unchanged());
+    auto o = c.send("Y: " + std::string(1000, 'b') + "\r\n\r\n");
+    CHECK(o.refused());
+    CHECK(o.reason(PD_R_HEAD_TOO_LARGE) == 1);
+  }
+  SECTION("data on a connection whose start was never seen is the fail mode") {
+    Packet p;
+    p.sport = 39999;
+    p.payload = get("/healthz");
+    auto o = fx.run(p);
+    CHECK(o.refused());
+    CHECK(o.reason(PD_R_NO_FLOW) == 1);
+  }
+}
+
+TEST_CASE("every request on a keep-alive connection is judged", "[keepalive]") {
+  Fixture fx(kPolicy);
+  SECTION("allowed, allowed, denied") {
+    Conn c(fx);
+    c.syn();
+    CHECK(c.send(get("/healthz")).verdict(PD_ACT_ALLOW) == 1);
+    CHECK(c.send(get("/api/a")).verdict(PD_ACT_ALLOW) == 1);
+    CHECK(c.send(get("/admin")).refused());
+  }
+  SECTION("a Content-Length body that looks like a request is body, not a request") {
+    Conn c(fx);
+    c.syn();
+    std::string body = "GET /admin HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
+    auto post = c.send(req("POST", "/api/up", "app.example.com",
+                           "Content-Length: " + std::to_string(body.size() + 8) + "\r\n"));
+    CHECK(post.verdict(PD_ACT_ALLOW) == 1);
+    auto b1 = c.send(body);
+    CHECK(b1.passed_unchanged());
+    CHECK(b1.counter(PD_C_REQUESTS) == 0);
+    CHECK(c.send("12345678").passed_unchanged());
+    CHECK(c.send(get("/admin")).refused());  // the next real request is judged
+  }
+  SECTION("body and next head in one segment") {
+    Conn c(fx);
+    c.syn();
+    auto o = c.send(req("POST", "/api/up", "app.example.com", "Content-Length: 5\r\n") + "hello" + get("/healthz"));
+    CHECK(o.passed_unchanged());
+    CHECK(o.counter(PD_C_REQUESTS) == 2);
+    CHECK(o.verdict(PD_ACT_ALLOW) == 2);
+  }
+  SECTION("chunked body then the next request") {
+    Conn c(fx);
+    c.syn();
+    CHECK(c.send(req("POST", "/api/up", "app.example.com", "Transfer-Encoding: chunked\r\n")).verdict(PD_ACT_ALLOW) == 1);
+    CHECK(c.send("5\r\nhello\r\n").passed_unchanged());
+    // chunk data that looks like a request is skipped by its length
+    std::string fake = "GET /admin HTTP/1.1\r\nHost: app.example.com\r\n\r\n";
+    char size[16];
+    std::snprintf(size, sizeof(size), "%zx;ext=1\r\n", fake.size());
+    CHECK(c.send(std::string(size) + fake + "\r\n").passed_unchanged());
+    CHECK(c.send("0\r\nTrailer: x\r\n\r\n").passed_unchanged());
+    CHECK(c.send(get("/admin")).refused());
+  }
+  SECTION("chunked body ending in the same segment as the next head") {
+    Conn c(fx);
+    c.syn();
+    auto o = c.send(req("POST", "/api/up", "app.example.com", "Transfer-Encoding: chunked\r\n") +
+                    "3\r\nabc\r\n0\r\n\r\n" + get("/healthz"));
+    CHECK(o.passed_unchanged());
+    CHECK(o.verdict(PD_ACT_ALLOW) == 2);
+  }
+  SECTION("broken chunk framing resets the connection") {
+    Conn c(fx);
+    c.syn();
+    c.send(req("POST", "/api/up", "app.example.com", "Transfer-Encoding: chunked\r\n"));
+    auto o = c.send("zz\r\nhello\r\n");
+    CHECK(o.refused());
+    CHECK(o.reason(PD_R_BAD_BODY) == 1);
+  }
+}
+
+TEST_CASE("pipelined requests in one segment", "[pipeline]") {
+  Fixture fx(kPolicy);
+  SECTION("three allowed") {
+    Conn c(fx);
+    c.syn();
+    auto o = c.send(get("/healthz") + get("/api/a") + get("/static/b"));
+    CHECK(o.passed_unchanged());
+    CHECK(o.verdict(PD_ACT_ALLOW) == 3);
+  }
+  SECTION("allowed, denied, allowed: the segment is cut before the denied head") {
+    Conn c(fx);
+    c.syn();
+    std::string first = get("/healthz");
+    auto o = c.send(first + get("/admin") + get("/api/a"));
+    CHECK(o.truncated());
+    CHECK(o.tcp.payload == first);
+    CHECK(o.tcp.tcp_csum_ok);
+    CHECK(o.tcp.ip_csum_ok);
+    // TCP resends the rest; now the denied head is first and refused
+    auto again = c.send_at(static_cast<uint32_t>(first.size()), get("/admin") + get("/api/a"));
+    CHECK(again.refused());
+  }
+  SECTION("more heads than one segment may judge: the rest is cut and judged when resent") {
+    Conn c(fx);
+    c.syn();
+    std::string all;
+    for (int i = 0; i < 12; ++i) all += get("/healthz");
+    auto o = c.send(all);
+    INFO("retval " << o.retval << " out " << o.out.size() << " in " << o.in.size() << " allow "
+                   << o.verdict(PD_ACT_ALLOW) << " missed " << o.reason(PD_R_MISSED_TAIL_CALL) << " reply_failed "
+                   << o.reason(PD_R_REPLY_FAILED));
+    CHECK(o.truncated());
+    CHECK(o.verdict(PD_ACT_ALLOW) >= 1);
+    CHECK(o.tcp.payload.size() % get("/healthz").size() == 0);
+    CHECK(o.reason(PD_R_TOO_MANY_REQUESTS) == 1);
+  }
+}
+
+TEST_CASE("fail_mode open lets what cannot be judged pass, counted", "[failmode]") {
+  Fixture fx(policy_with(R"(chain: [host, path]
+fail_mode: open
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/" }
+        action: allow
+)"));
+  Conn c(fx);
+  c.syn();
+  auto o = c.send(get("/%2Fx"));
+  CHECK(o.passed_unchanged());
+  CHECK(o.reason(PD_R_BAD_PATH) == 1);
+  CHECK(o.counter(PD_C_FAIL_OPEN) == 1);
+}
+
+TEST_CASE("a new generation judges the next request; the old one is untouched until the flip", "[generation]") {
+  Fixture fx(kPolicy);
+  Conn c(fx);
+  c.syn();
+  CHECK(c.send(get("/healthz")).verdict(PD_ACT_ALLOW) == 1);
+  uint32_t before = fx.dp().active_gen();
+  fx.apply(policy_with(R"(chain: [host, path]
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { exact: "/healthz" }
+        action: deny
+)"));
+  CHECK(fx.dp().active_gen() == (before ^ 1));
+  CHECK(c.send(get("/healthz")).refused());
+}

@@ -1,0 +1,151 @@
+#include "packet.hpp"
+
+namespace policyd::test {
+
+namespace {
+
+uint32_t sum16(const uint8_t* p, size_t n, uint32_t s = 0) {
+  for (size_t i = 0; i + 1 < n; i += 2) s += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  if (n & 1) s += static_cast<uint32_t>(p[n - 1] << 8);
+  return s;
+}
+
+uint16_t fold(uint32_t s) {
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return static_cast<uint16_t>(s);
+}
+
+void put16(std::vector<uint8_t>& b, size_t at, uint16_t v) {
+  b[at] = static_cast<uint8_t>(v >> 8);
+  b[at + 1] = static_cast<uint8_t>(v);
+}
+
+void put32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) b[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+}
+
+std::vector<uint8_t> addr_bytes(int family, const std::string& s) {
+  std::vector<uint8_t> a(family == 4 ? 4 : 16);
+  inet_pton(family == 4 ? AF_INET : AF_INET6, s.c_str(), a.data());
+  return a;
+}
+
+}  // namespace
+
+std::vector<uint8_t> Packet::build() const {
+  std::vector<uint8_t> f;
+  const uint8_t dmac[6] = {0x02, 0, 0, 0, 0, 0x01}, smac[6] = {0x02, 0, 0, 0, 0, 0x02};
+  f.insert(f.end(), dmac, dmac + 6);
+  f.insert(f.end(), smac, smac + 6);
+  if (vlan >= 0) {
+    f.push_back(0x81);
+    f.push_back(0x00);
+    f.push_back(static_cast<uint8_t>(vlan >> 8));
+    f.push_back(static_cast<uint8_t>(vlan));
+  }
+  f.push_back(family == 4 ? 0x08 : 0x86);
+  f.push_back(family == 4 ? 0x00 : 0xdd);
+  size_t l3 = f.size();
+  auto sa = addr_bytes(family, src), da = addr_bytes(family, dst);
+  size_t l4_len = (proto == 6 ? 20 : 8) + payload.size();
+  if (family == 4) {
+    f.resize(l3 + 20);
+    f[l3] = 0x45;
+    put16(f, l3 + 2, static_cast<uint16_t>(20 + l4_len));
+    put16(f, l3 + 6, more_fragments ? 0x2000 : 0x4000);
+    f[l3 + 8] = 64;
+    f[l3 + 9] = proto;
+    std::memcpy(&f[l3 + 12], sa.data(), 4);
+    std::memcpy(&f[l3 + 16], da.data(), 4);
+    put16(f, l3 + 10, static_cast<uint16_t>(~fold(sum16(&f[l3], 20))));
+  } else {
+    f.resize(l3 + 40);
+    f[l3] = 0x60;
+    put16(f, l3 + 4, static_cast<uint16_t>(l4_len));
+    f[l3 + 6] = proto;
+    f[l3 + 7] = 64;
+    std::memcpy(&f[l3 + 8], sa.data(), 16);
+    std::memcpy(&f[l3 + 24], da.data(), 16);
+  }
+  size_t l4 = f.size();
+  if (proto == 6) {
+    f.resize(l4 + 20);
+    put16(f, l4, sport);
+    put16(f, l4 + 2, dport);
+    put32(f, l4 + 4, seq);
+    put32(f, l4 + 8, ack);
+    f[l4 + 12] = 0x50;
+    f[l4 + 13] = flags;
+    put16(f, l4 + 14, 65535);
+  } else {
+    f.resize(l4 + 8);
+    put16(f, l4, sport);
+    put16(f, l4 + 2, dport);
+    put16(f, l4 + 4, static_cast<uint16_t>(l4_len));
+  }
+  f.insert(f.end(), payload.begin(), payload.end());
+  uint32_t s = sum16(sa.data(), sa.size());
+  s = sum16(da.data(), da.size(), s);
+  s += proto + static_cast<uint32_t>(l4_len);
+  s = sum16(&f[l4], l4_len, s);
+  put16(f, l4 + (proto == 6 ? 16 : 6), static_cast<uint16_t>(~fold(s)));
+  return f;
+}
+
+TcpView parse(const std::vector<uint8_t>& f) {
+  TcpView v;
+  size_t off = 12;
+  if (f.size() < 14) return v;
+  uint16_t et = static_cast<uint16_t>(f[off] << 8 | f[off + 1]);
+  off += 2;
+  if (et == 0x8100) {
+    et = static_cast<uint16_t>(f[off + 2] << 8 | f[off + 3]);
+    off += 4;
+  }
+  size_t l4, l4_len;
+  std::vector<uint8_t> sa, da;
+  char buf[INET6_ADDRSTRLEN];
+  if (et == 0x0800) {
+    if (f.size() < off + 20) return v;
+    size_t ihl = (f[off] & 15) * 4u;
+    size_t tot = static_cast<size_t>(f[off + 2] << 8 | f[off + 3]);
+    if (f[off + 9] != 6 || f.size() < off + tot) return v;
+    v.family = 4;
+    v.ip_csum_ok = fold(sum16(&f[off], ihl)) == 0xffff;
+    sa.assign(&f[off + 12], &f[off + 16]);
+    da.assign(&f[off + 16], &f[off + 20]);
+    l4 = off + ihl;
+    l4_len = tot - ihl;
+  } else if (et == 0x86dd) {
+    if (f.size() < off + 40 || f[off + 6] != 6) return v;
+    v.family = 6;
+    v.ip_csum_ok = true;
+    sa.assign(&f[off + 8], &f[off + 24]);
+    da.assign(&f[off + 24], &f[off + 40]);
+    l4 = off + 40;
+    l4_len = static_cast<size_t>(f[off + 4] << 8 | f[off + 5]);
+  } else {
+    return v;
+  }
+  if (f.size() < l4 + l4_len || l4_len < 20) return v;
+  inet_ntop(v.family == 4 ? AF_INET : AF_INET6, sa.data(), buf, sizeof(buf));
+  v.src = buf;
+  inet_ntop(v.family == 4 ? AF_INET : AF_INET6, da.data(), buf, sizeof(buf));
+  v.dst = buf;
+  v.sport = static_cast<uint16_t>(f[l4] << 8 | f[l4 + 1]);
+  v.dport = static_cast<uint16_t>(f[l4 + 2] << 8 | f[l4 + 3]);
+  v.seq = static_cast<uint32_t>(f[l4 + 4]) << 24 | f[l4 + 5] << 16 | f[l4 + 6] << 8 | f[l4 + 7];
+  v.ack = static_cast<uint32_t>(f[l4 + 8]) << 24 | f[l4 + 9] << 16 | f[l4 + 10] << 8 | f[l4 + 11];
+  v.flags = f[l4 + 13];
+  size_t doff = (f[l4 + 12] >> 4) * 4u;
+  v.payload.assign(reinterpret_cast<const char*>(&f[l4 + doff]), l4_len - doff);
+  uint32_t s = sum16(sa.data(), sa.size());
+  s = sum16(da.data(), da.size(), s);
+  s += 6 + static_cast<uint32_t>(l4_len);
+  s = sum16(&f[l4], l4_len, s);
+  v.tcp_csum_ok = fold(s) == 0xffff;
+  v.ok = true;
+  return v;
+}
+
+}  // namespace policyd::test

@@ -1,0 +1,46 @@
+// Building test packets: Ethernet (+802.1Q), IPv4 or IPv6, TCP or UDP, with valid checksums,
+// and reading back the TCP header of what a program returns.
+#pragma once
+
+#include <arpa/inet.h>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace policyd::test {
+
+inline constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kPsh = 0x08, kAck = 0x10;
+
+struct Packet {
+  int family = 4;
+  int vlan = -1;  // 802.1Q VLAN id, -1: untagged
+  std::string src = "198.51.100.2", dst = "192.0.2.2";
+  uint16_t sport = 40000, dport = 80;
+  uint32_t seq = 1000, ack = 5000;
+  uint8_t flags = kAck | kPsh;
+  uint8_t proto = 6;  // 6 TCP, 17 UDP
+  bool more_fragments = false;
+  std::string payload;
+
+  std::vector<uint8_t> build() const;
+};
+
+struct TcpView {
+  bool ok = false;
+  int family = 0;
+  std::string src, dst;
+  uint16_t sport = 0, dport = 0;
+  uint32_t seq = 0, ack = 0;
+  uint8_t flags = 0;
+  std::string payload;
+  bool tcp_csum_ok = false;
+  bool ip_csum_ok = false;
+};
+
+TcpView parse(const std::vector<uint8_t>& frame);
+
+}  // namespace policyd::test
