@@ -1,0 +1,210 @@
+// Micro-benchmark of the HTTP dataplane through BPF_PROG_TEST_RUN: ns per packet for each
+// case, and its ratio to an empty TC program measured in the same run. Not a test: it asserts
+// nothing about time. `--quick` runs every case briefly (the suite runs that, so this cannot
+// rot); the full run takes the median of several rounds.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "chain/compile.hpp"
+#include "chain/dataplane.hpp"
+#include "config/loader.hpp"
+#include "empty.skel.h"
+#include "packet.hpp"
+
+using namespace policyd;
+using policyd::test::Packet;
+
+namespace {
+
+const char* kPolicy = R"(version: 1
+interfaces: ["lo"]
+listeners:
+  - name: web
+    port: 80
+    protocol: http
+chain: [host, path]
+default_action: deny
+hosts:
+  - match: ["app.example.com"]
+    routes:
+      - path: { prefix: "/admin" }
+        action: deny
+      - path: { exact: "/healthz" }
+        action: allow
+      - path: { prefix: "/api/" }
+        methods: [GET, POST]
+        action: allow
+  - match: "*.example.com"
+    routes:
+      - path: { prefix: "/public/" }
+        action: allow
+)";
+
+struct Run {
+  double ns = 0;
+  int retval = -1;
+};
+
+// repeat > 1: the kernel's own average over `repeat` runs of the same packet.
+Run test_run(int fd, const std::vector<uint8_t>& pkt, uint32_t repeat) {
+  std::vector<uint8_t> out(pkt.size() + 256);
+  LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pkt.data(), .data_out = out.data(),
+              .data_size_in = static_cast<uint32_t>(pkt.size()), .data_size_out = static_cast<uint32_t>(out.size()),
+              .repeat = static_cast<int>(repeat));
+  if (bpf_prog_test_run_opts(fd, &o) != 0) {
+    std::perror("BPF_PROG_TEST_RUN");
+    std::exit(1);
+  }
+  return Run{static_cast<double>(o.duration), static_cast<int>(o.retval)};
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+struct BenchResult {
+  std::string name;
+  double ns = 0, lo = 0, hi = 0;  // median and spread over rounds
+  double base = 0;                // the empty program, measured the same way
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int rounds = quick ? 1 : 7;
+  const uint32_t repeat = quick ? 1000 : 200000;
+  const int singles = quick ? 200 : 20000;
+
+  if (unshare(CLONE_NEWNET) != 0 || std::system("ip link set lo up") != 0) {
+    std::perror("bench needs root (private network namespace)");
+    return 1;
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(0, &set);
+  sched_setaffinity(0, sizeof(set), &set);
+
+  auto* empty = empty_bpf__open_and_load();
+  if (!empty) {
+    std::perror("loading the empty program");
+    return 1;
+  }
+  int empty_fd = bpf_program__fd(empty->progs.pd_bench_empty);
+  chain::Dataplane::Options opts;
+  opts.max_flows = 65536;
+  auto dp = chain::Dataplane::load(opts);
+  if (!dp) {
+    std::fprintf(stderr, "%s\n%s\n", dp.error().message.c_str(), dp.error().detail.c_str());
+    return 1;
+  }
+  auto policy = config::load_policy_string(kPolicy, "bench.yaml");
+  uint32_t gen = (*dp)->active_gen() ^ 1;
+  auto tables = chain::compile(policy, gen, (*dp)->hash_seed());
+  if (!tables || !(*dp)->commit(*tables, gen, 1)) {
+    std::fprintf(stderr, "cannot commit the bench policy\n");
+    return 1;
+  }
+  int entry_fd = (*dp)->entry_prog_fd();
+  int flows_fd = (*dp)->map_fd("pd_flows");
+
+  std::string get = "GET /api/items?id=42 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: curl/7.88.1\r\n"
+                    "Accept: */*\r\n\r\n";
+  Packet syn;
+  syn.flags = test::kSyn;
+  syn.seq = 999;
+  syn.ack = 0;
+  test_run(entry_fd, syn.build(), 1);  // creates the flow: next head at seq 1000
+
+  Packet non_listener;
+  non_listener.dport = 8080;
+  non_listener.payload = get;
+  Packet first;
+  first.payload = get;
+  // an established, allowed flow carrying body bytes of an earlier request
+  Packet body;
+  body.sport = 40001;
+  Packet syn2 = syn;
+  syn2.sport = 40001;
+  test_run(entry_fd, syn2.build(), 1);
+  Packet post = body;
+  post.seq = 1000;
+  post.payload = "POST /api/upload HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 100000000\r\n\r\n";
+  if (test_run(entry_fd, post.build(), 1).retval != 0) {
+    std::fprintf(stderr, "bench policy does not allow the POST\n");
+    return 1;
+  }
+  body.seq = 1000 + static_cast<uint32_t>(post.payload.size());
+  body.payload = std::string(1400, 'x');
+
+  // first segment: every run must find the head at the flow's next sequence number
+  pd_flow_key key{};
+  {
+    auto f = first.build();
+    (void)f;
+    inet_pton(AF_INET, first.src.c_str(), &key.saddr[0]);
+    inet_pton(AF_INET, first.dst.c_str(), &key.daddr[0]);
+    key.sport = htons(first.sport);
+    key.dport = htons(first.dport);
+    key.family = 4;
+  }
+  pd_flow fresh{};
+  if (bpf_map_lookup_elem(flows_fd, &key, &fresh) != 0) {
+    std::fprintf(stderr, "bench flow missing\n");
+    return 1;
+  }
+  auto run_single = [&](int fd, const std::vector<uint8_t>& pkt, bool reset_flow) {
+    std::vector<double> ns;
+    ns.reserve(static_cast<size_t>(singles));
+    for (int i = 0; i < singles; ++i) {
+      if (reset_flow) bpf_map_update_elem(flows_fd, &key, &fresh, BPF_EXIST);
+      ns.push_back(test_run(fd, pkt, 1).ns);
+    }
+    return median(ns);
+  };
+
+  auto first_pkt = first.build();
+  if (test_run(entry_fd, first_pkt, 1).retval != 0) {
+    std::fprintf(stderr, "bench policy does not allow the GET\n");
+    return 1;
+  }
+
+  std::vector<BenchResult> results;
+  auto measure = [&](const std::string& name, std::function<double()> subject, std::function<double()> base) {
+    std::vector<double> s, b;
+    for (int r = 0; r < rounds; ++r) {  // interleaved with the baseline: drift hits both
+      b.push_back(base());
+      s.push_back(subject());
+    }
+    BenchResult res{name, median(s), *std::min_element(s.begin(), s.end()), *std::max_element(s.begin(), s.end()),
+               median(b)};
+    results.push_back(res);
+  };
+  auto empty_rep = [&] { return test_run(empty_fd, first_pkt, repeat).ns; };
+  measure("non-listener packet", [&] { return test_run(entry_fd, non_listener.build(), repeat).ns; }, empty_rep);
+  measure("established flow (body segment, fast path)", [&] { return test_run(entry_fd, body.build(), repeat).ns; },
+          empty_rep);
+  measure("first segment of an allowed GET (host+path)", [&] { return run_single(entry_fd, first_pkt, true); },
+          [&] { return run_single(empty_fd, first_pkt, false); });
+
+  std::printf("policyd HTTP dataplane, BPF_PROG_TEST_RUN (%s: %d rounds; repeat %u, single-shot medians of %d)\n",
+              quick ? "quick" : "full", rounds, repeat, singles);
+  std::printf("%-46s %10s %16s %10s %8s\n", "case", "ns/packet", "spread", "empty ns", "ratio");
+  for (const auto& r : results)
+    std::printf("%-46s %10.1f %7.1f..%-7.1f %10.1f %7.2fx\n", r.name.c_str(), r.ns, r.lo, r.hi, r.base,
+                r.base > 0 ? r.ns / r.base : 0.0);
+  std::printf("(the first-segment case and its baseline are single runs: each includes the kernel's timer cost)\n");
+  empty_bpf__destroy(empty);
+  return 0;
+}
