@@ -14,38 +14,53 @@ volatile struct pd_config pd_cfg[PD_GENERATIONS];
 /* ---- end-of-head search ------------------------------------------------------------
  * A head ends at an empty line: LF followed by LF, or LF CR LF. Bare-LF endings count, so
  * we never keep accumulating a head that a lenient server has already acted on. */
-struct pd_scan {
-	__u8 *buf;   /* map value: the context's head or an accumulation entry */
+struct pd_scan_state { /* lives in ctx->work: opaque to the verifier, so the loop converges */
 	__u32 from;
 	__u32 to;
-	__u32 end;   /* index after the final LF, 0 if not found */
+	__u32 end; /* index after the final LF, 0 if not found */
 };
 
-static long pd_scan_cb(__u32 i, struct pd_scan *s)
+struct pd_scan {
+	__u8 *buf; /* map value: the context's head or an accumulation entry */
+	struct pd_ctx *ctx;
+};
+
+static long pd_scan_cb(__u32 i, struct pd_scan *sc)
 {
-	__u32 pos = s->from + i;
+	struct pd_scan_state *s = (struct pd_scan_state *)sc->ctx->work;
+	__u32 pos = s->from;
 	if (pos >= s->to)
 		return 1;
-	if (s->buf[PD_HEAD_IDX(pos)] != '\n')
+	/* no LF in the next 8 bytes: skip them at once */
+	if (pos + 8 <= s->to && !pd_has_byte(*(__u64 *)(sc->buf + PD_HEAD_IDX(pos)), '\n')) {
+		s->from = pos + 8;
 		return 0;
-	if (pos + 1 < s->to && s->buf[PD_HEAD_IDX(pos + 1)] == '\n') {
+	}
+	s->from = pos + 1;
+	if (sc->buf[PD_HEAD_IDX(pos)] != '\n')
+		return 0;
+	if (pos + 1 < s->to && sc->buf[PD_HEAD_IDX(pos + 1)] == '\n') {
 		s->end = pos + 2;
 		return 1;
 	}
-	if (pos + 2 < s->to && s->buf[PD_HEAD_IDX(pos + 1)] == '\r' &&
-	    s->buf[PD_HEAD_IDX(pos + 2)] == '\n') {
+	if (pos + 2 < s->to && sc->buf[PD_HEAD_IDX(pos + 1)] == '\r' &&
+	    sc->buf[PD_HEAD_IDX(pos + 2)] == '\n') {
 		s->end = pos + 3;
 		return 1;
 	}
 	return 0;
 }
 
-PD_INLINE __u32 pd_find_head_end(__u8 *buf, __u32 from, __u32 to)
+PD_INLINE __u32 pd_find_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u32 to)
 {
-	struct pd_scan s = { .buf = buf, .from = from, .to = to, .end = 0 };
+	struct pd_scan_state *s = (struct pd_scan_state *)ctx->work;
+	struct pd_scan sc = { .buf = buf, .ctx = ctx };
+	s->from = from;
+	s->to = to;
+	s->end = 0;
 	if (to > from)
-		bpf_loop(to - from, pd_scan_cb, &s, 0);
-	return s.end;
+		bpf_loop(to - from, pd_scan_cb, &sc, 0);
+	return s->end;
 }
 
 /* Copy len payload bytes at skb offset off into buf[pos..]. buf is PD_HEAD_MAX + SLACK
@@ -350,7 +365,7 @@ int pd_entry(struct __sk_buff *skb)
 			return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
 		acc->len = old_len + add;
 		__u32 from = old_len > 2 ? old_len - 2 : 0;
-		__u32 end = pd_find_head_end(acc->buf, from, acc->len);
+		__u32 end = pd_find_head_end(ctx, acc->buf, from, acc->len);
 		if (!end) {
 			if (acc->len >= max_head) {
 				bpf_map_delete_elem(&pd_accum, &p.key);
@@ -385,7 +400,7 @@ int pd_entry(struct __sk_buff *skb)
 	ctx->head.start_seq = f->next_seq;
 	ctx->head.len = take;
 	ctx->head_off = start;
-	__u32 end = pd_find_head_end(ctx->head.buf, 0, take);
+	__u32 end = pd_find_head_end(ctx, ctx->head.buf, 0, take);
 	if (!end) {
 		if (take >= max_head)
 			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);

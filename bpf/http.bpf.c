@@ -133,6 +133,17 @@ static long http_cb(__u32 i, struct pd_cb *cb)
 	__u32 pos = h->pos;
 	if (pos >= h->len || h->st == S_DONE || h->reason)
 		return 1;
+	/* Fast forward 8 bytes where none of them needs a look: target bytes that are all
+	 * VCHAR, or value bytes of a header we do not read that are all printable. */
+	if (pos + 8 <= h->len && (h->st == S_TARGET || (h->st == S_VALUE && h->cur == 0))) {
+		__u64 w = *(__u64 *)(ctx->head.buf + PD_HEAD_IDX(pos));
+		if (!pd_has_less(w, 0x21) && !(w & PD_HIGHS) && !pd_has_byte(w, 0x7f)) {
+			h->pos = pos + 8;
+			if (h->st == S_VALUE)
+				h->val_end = pos + 8;
+			return 0;
+		}
+	}
 	h->pos = pos + 1;
 	__u8 c = ctx->head.buf[PD_HEAD_IDX(pos)];
 

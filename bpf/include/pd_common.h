@@ -129,6 +129,27 @@ PD_INLINE int pd_is_tchar(__u8 c)
 	return 0;
 }
 
+/* ---- word-at-a-time byte tests (SWAR): a whole 8-byte word at once where no byte in it
+ * needs attention, a byte at a time otherwise ------------------------------------------ */
+#define PD_ONES 0x0101010101010101ULL
+#define PD_HIGHS 0x8080808080808080ULL
+
+PD_INLINE __u64 pd_has_zero(__u64 v)
+{
+	return (v - PD_ONES) & ~v & PD_HIGHS;
+}
+
+PD_INLINE __u64 pd_has_byte(__u64 v, __u8 b)
+{
+	return pd_has_zero(v ^ (PD_ONES * b));
+}
+
+/* some byte < n (n <= 128) */
+PD_INLINE __u64 pd_has_less(__u64 v, __u8 n)
+{
+	return (v - PD_ONES * n) & ~v & PD_HIGHS;
+}
+
 /* Bounded index into a buffer of size 2^k + slack: keeps the verifier convinced. */
 #define PD_HEAD_IDX(i) ((i) & (PD_HEAD_MAX - 1))
 #define PD_PATH_IDX(i) ((i) & (PD_PATH_MAX - 1))
