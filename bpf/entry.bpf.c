@@ -96,17 +96,13 @@ static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
 {
 	__u8 tmp[64];
 	__u32 done = i * sizeof(tmp);
-	if (done >= c->len)
-		return 1;
-	__u32 n = c->len - done;
-	if (n > sizeof(tmp))
-		n = sizeof(tmp);
-	if (n < 1 || bpf_skb_load_bytes(c->skb, c->off + done, tmp, n) < 0) {
-		c->diff = 1;
+	int n = pd_load_chunk(c->skb, c->off, c->len, i, tmp, sizeof(tmp));
+	if (n <= 0) {
+		c->diff = n < 0;
 		return 1;
 	}
 	for (__u32 j = 0; j < sizeof(tmp); j++) {
-		if (j >= n)
+		if (j >= (__u32)n)
 			break;
 		if (tmp[j] != c->buf[PD_HEAD_IDX(c->pos + done + j)]) {
 			c->diff = 1;

@@ -150,6 +150,21 @@ PD_INLINE __u64 pd_has_less(__u64 v, __u8 n)
 	return (v - PD_ONES * n) & ~v & PD_HIGHS;
 }
 
+/* Chunk i of len bytes at skb offset off, into buf (size bytes): the bytes loaded, 0 past the
+ * end, -1 if the skb is shorter. For bpf_loop callbacks that walk payload in chunks. */
+PD_INLINE int pd_load_chunk(struct __sk_buff *skb, __u32 off, __u32 len, __u32 i, __u8 *buf, __u32 size)
+{
+	__u32 done = i * size;
+	if (done >= len)
+		return 0;
+	__u32 n = len - done;
+	if (n > size)
+		n = size;
+	if (n < 1 || bpf_skb_load_bytes(skb, off + done, buf, n) < 0)
+		return -1;
+	return n;
+}
+
 /* Bounded index into a buffer of size 2^k + slack: keeps the verifier convinced. */
 #define PD_HEAD_IDX(i) ((i) & (PD_HEAD_MAX - 1))
 #define PD_PATH_IDX(i) ((i) & (PD_PATH_MAX - 1))

@@ -58,14 +58,9 @@ struct pd_sum_walk {
 static long pd_sum_cb(__u32 i, struct pd_sum_walk *w)
 {
 	__u8 buf[128] = {}; /* small: this frame adds to the caller's stack */
-	__u32 done = i * sizeof(buf);
-	if (done >= w->len)
-		return 1;
-	__u32 n = w->len - done;
-	if (n > sizeof(buf))
-		n = sizeof(buf);
-	if (n < 1 || bpf_skb_load_bytes(w->skb, w->off + done, buf, n) < 0) {
-		w->err = 1;
+	int n = pd_load_chunk(w->skb, w->off, w->len, i, buf, sizeof(buf));
+	if (n <= 0) {
+		w->err = n < 0;
 		return 1;
 	}
 	/* zero padding to a multiple of 4 does not change a ones' complement sum */
