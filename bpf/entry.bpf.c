@@ -10,6 +10,12 @@
  * configuration. Read once per packet; the generation is then carried in the context. */
 volatile __u32 pd_active_gen;
 volatile struct pd_config pd_cfg[PD_GENERATIONS];
+/* Written once at load, read by a restarting daemon deciding whether it may adopt the
+ * pinned chain: the same build (programs and maps as they are) or the same ABI (maps). */
+volatile __u64 pd_build_id;
+volatile __u32 pd_abi_version;
+/* digest of each generation's compiled tables: an unchanged policy changes nothing */
+volatile __u64 pd_tables_digest[PD_GENERATIONS];
 
 /* ---- end-of-head search ------------------------------------------------------------
  * A head ends at an empty line: LF followed by LF, or LF CR LF. Bare-LF endings count, so

@@ -4,10 +4,12 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <net/if.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstring>
@@ -84,6 +86,14 @@ std::string verifier_excerpt(const std::string& log) {
 
 std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
 
+template <typename Skel>
+uint64_t elf_hash(uint64_t h, const void* (*bytes)(size_t*)) {
+  size_t n = 0;
+  auto* p = static_cast<const unsigned char*>(bytes(&n));
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+  return h;
+}
+
 Status reuse_shared_maps(bpf_object* stage, bpf_object* owner) {
   bpf_map* map;
   bpf_object__for_each_map(map, stage) {
@@ -142,19 +152,179 @@ Status delete_where(int fd, Pred pred) {
 
 void install_libbpf_logger() { libbpf_set_print(libbpf_print); }
 
+struct Dataplane::Bss : entry_bpf::entry_bpf__bss {};
+
+uint64_t Dataplane::build_id() {
+  static const uint64_t id = [] {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = elf_hash<entry_bpf>(h, entry_bpf__elf_bytes);
+    h = elf_hash<http_bpf>(h, http_bpf__elf_bytes);
+    h = elf_hash<host_bpf>(h, host_bpf__elf_bytes);
+    h = elf_hash<path_bpf>(h, path_bpf__elf_bytes);
+    h = elf_hash<verdict_bpf>(h, verdict_bpf__elf_bytes);
+    return h;
+  }();
+  return id;
+}
+
+uint64_t tables_digest(const Tables& t) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto mix = [&h](const void* p, size_t n) {
+    auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ULL;
+  };
+  pd_config c = t.config;
+  c.gen_tag = 0;
+  mix(&c, sizeof(c));
+  mix(t.next, sizeof(t.next));
+  for (auto e : t.listeners) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
+  for (auto e : t.hosts) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
+  for (auto e : t.routes) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
+  return h;
+}
+
+namespace {
+
+const char* stage_pin_name(uint32_t stage) {
+  switch (stage) {
+    case PD_STAGE_ENTRY: return "prog_entry";
+    case PD_STAGE_HTTP: return "prog_http";
+    case PD_STAGE_HOST: return "prog_host";
+    case PD_STAGE_PATH: return "prog_path";
+    case PD_STAGE_VERDICT: return "prog_verdict";
+  }
+  return nullptr;
+}
+
+constexpr const char* kBssPin = "entry_bss";
+constexpr const char* kSharedMaps[] = {"pd_progs", "pd_chain",  "pd_listeners", "pd_flows",    "pd_accum",
+                                       "pd_hosts", "pd_routes", "pd_scratch",   "pd_stats",    "pd_rule_hits"};
+// What survives a change of build with the same ABI: connections and their counters.
+constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats"};
+
+std::shared_ptr<spdlog::logger> chain_log() { return spdlog::get("chain"); }
+
+}  // namespace
+
 Result<std::unique_ptr<Dataplane>> Dataplane::load(const Options& opts) {
   install_libbpf_logger();
   std::unique_ptr<Dataplane> dp(new Dataplane());
   dp->opts_ = opts;
-  if (auto st = dp->open_and_load(opts); !st) return st.error();
+  std::map<std::string, int> keep;
+  if (!opts.pin_dir.empty() && access((opts.pin_dir + "/prog_entry").c_str(), F_OK) == 0) {
+    auto st = dp->adopt(opts.pin_dir);
+    if (st && dp->origin_ == Origin::Adopted) return dp;
+    if (!st && chain_log()) chain_log()->warn("cannot adopt the chain pinned at {}: {}", opts.pin_dir, st.error().message);
+    if (st) keep = dp->maps_;  // FlowsKept: the maps adopt() opened for us to reuse
+    dp->maps_.clear();
+  }
+  auto st = dp->load_fresh(opts, keep);
+  for (auto& [name, fd] : keep) close(fd);
+  if (!st) return st.error();
+  if (!keep.empty()) dp->origin_ = Origin::FlowsKept;
   return dp;
 }
 
-Status Dataplane::open_and_load(const Options& opts) {
+Status Dataplane::adopt(const std::string& dir) {
+  int bfd = bpf_obj_get((dir + "/" + kBssPin).c_str());
+  if (bfd < 0) return make_error(fmt::format("{}/{}: {}", dir, kBssPin, errstr(errno)));
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(bfd, &info, &len) != 0 || info.value_size < sizeof(Bss)) {
+    close(bfd);
+    return make_error("the pinned chain's state map has another layout");
+  }
+  void* mem = mmap(nullptr, info.value_size, PROT_READ | PROT_WRITE, MAP_SHARED, bfd, 0);
+  if (mem == MAP_FAILED) {
+    int e = errno;
+    close(bfd);
+    return make_error(fmt::format("mapping the pinned chain's state: {}", errstr(e)));
+  }
+  auto* bss = static_cast<Bss*>(mem);
+  bool same_build = bss->pd_build_id == build_id();
+  bool same_abi = bss->pd_abi_version == PD_ABI_VERSION;
+  std::map<std::string, int> maps;
+  auto close_all = [&] {
+    for (auto& [n, fd] : maps) close(fd);
+    maps.clear();
+  };
+  for (const char* name : kSharedMaps) {
+    if (!same_build && std::find_if(std::begin(kKeptAcrossBuilds), std::end(kKeptAcrossBuilds),
+                                    [&](const char* k) { return std::strcmp(k, name) == 0; }) ==
+                           std::end(kKeptAcrossBuilds))
+      continue;
+    int fd = bpf_obj_get((dir + "/" + name).c_str());
+    if (fd < 0) {
+      close_all();
+      munmap(mem, info.value_size);
+      close(bfd);
+      return make_error(fmt::format("{}/{}: {}", dir, name, errstr(errno)));
+    }
+    maps[name] = fd;
+  }
+  if (!same_build) {
+    munmap(mem, info.value_size);
+    close(bfd);
+    if (!same_abi) {
+      close_all();
+      return make_error("the pinned chain is from a build with another map layout; it is replaced and its "
+                        "connections meet the fail mode on their next request");
+    }
+    if (chain_log()) chain_log()->info("the pinned chain is from another build: loading ours, keeping its flow table");
+    maps_ = std::move(maps);  // handed to load_fresh by load()
+    origin_ = Origin::FlowsKept;
+    return Ok{};
+  }
+  for (uint32_t stage : kLoadedStages) {
+    int fd = bpf_obj_get((dir + "/" + stage_pin_name(stage)).c_str());
+    if (fd < 0) {
+      int e = errno;
+      for (uint32_t s : kLoadedStages)
+        if (progs_[s] >= 0) close(progs_[s]), progs_[s] = -1;
+      close_all();
+      munmap(mem, info.value_size);
+      close(bfd);
+      return make_error(fmt::format("{}/{}: {}", dir, stage_pin_name(stage), errstr(e)));
+    }
+    progs_[stage] = fd;
+  }
+  maps_ = std::move(maps);
+  own_fds_ = true;
+  bss_ = bss;
+  bss_len_ = info.value_size;
+  own_bss_map_ = true;
+  bss_fd_ = bfd;
+  uint32_t active = bss->pd_active_gen & 1;
+  seed_ = bss->pd_cfg[active].hash_seed;
+  if (seed_ == 0) {
+    std::random_device rd;
+    seed_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }
+  origin_ = Origin::Adopted;
+  pinned_ = true;
+  return Ok{};
+}
+
+Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, int>& keep_maps) {
   entry_ = entry_bpf__open();
   if (!entry_) return make_error(fmt::format("opening the entry program: {}", errstr(errno)));
   bpf_map__set_max_entries(entry_->maps.pd_flows, opts.max_flows);
   bpf_map__set_max_entries(entry_->maps.pd_accum, opts.accum_entries);
+  for (const auto& [name, fd] : keep_maps) {
+    bpf_map* m = bpf_object__find_map_by_name(entry_->obj, name.c_str());
+    if (!m) continue;
+    if (int err = bpf_map__reuse_fd(m, fd); err)
+      return make_error(fmt::format("reusing the pinned {}: {}", name, errstr(err)));
+  }
   {
     std::string log;
     CaptureScope cap(&log);
@@ -169,18 +339,42 @@ Status Dataplane::open_and_load(const Options& opts) {
   if (auto st = load_stage(path_, path_bpf__open, path_bpf__load, path_obj, owner, "path"); !st) return st;
   if (auto st = load_stage(verdict_, verdict_bpf__open, verdict_bpf__load, verdict_obj, owner, "verdict"); !st)
     return st;
+  for (const char* name : kSharedMaps) {
+    bpf_map* m = bpf_object__find_map_by_name(owner, name);
+    if (!m) return make_error(fmt::format("map {} is missing from the entry object", name));
+    maps_[name] = bpf_map__fd(m);
+  }
+  progs_[PD_STAGE_ENTRY] = bpf_program__fd(entry_->progs.pd_entry);
+  progs_[PD_STAGE_HTTP] = bpf_program__fd(http_->progs.pd_http);
+  progs_[PD_STAGE_HOST] = bpf_program__fd(host_->progs.pd_host);
+  progs_[PD_STAGE_PATH] = bpf_program__fd(path_->progs.pd_path);
+  progs_[PD_STAGE_VERDICT] = bpf_program__fd(verdict_->progs.pd_verdict);
+  bss_ = static_cast<Bss*>(entry_->bss);
+  bss_->pd_build_id = build_id();
+  bss_->pd_abi_version = PD_ABI_VERSION;
   std::random_device rd;
   seed_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  origin_ = Origin::Fresh;
   return Ok{};
 }
 
 Dataplane::~Dataplane() {
   if (!keep_) {
-    for (auto it = attached_.rbegin(); it != attached_.rend(); ++it) {
-      auto name = it->ifname;
-      if (auto st = detach(name); !st) spdlog::get("chain") ? spdlog::get("chain")->warn("{}", st.error().message) : void();
+    while (!attached_.empty()) {
+      auto name = attached_.back().ifname;
+      if (auto st = detach(name); !st && chain_log()) chain_log()->warn("{}", st.error().message);
+      if (!attached_.empty() && attached_.back().ifname == name) attached_.pop_back();
     }
     if (pinned_) unpin_all();
+  }
+  if (own_fds_) {
+    for (auto& [n, fd] : maps_) close(fd);
+    for (int& fd : progs_)
+      if (fd >= 0) close(fd);
+  }
+  if (own_bss_map_) {
+    munmap(bss_, bss_len_);
+    close(bss_fd_);
   }
   if (verdict_) verdict_bpf__destroy(verdict_);
   if (path_) path_bpf__destroy(path_);
@@ -191,35 +385,27 @@ Dataplane::~Dataplane() {
 
 Status Dataplane::pin() {
   const auto& dir = opts_.pin_dir;
+  if (dir.empty()) return Ok{};
   if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     return make_error(fmt::format("creating pin dir {}: {}", dir, errstr(errno)));
   if (!is_bpffs(dir))
     return make_error(fmt::format("pin dir {} is not on a bpf filesystem (mount one there: mount -t bpf bpf {})",
                                   dir, dir));
-  bpf_map* map;
-  bpf_object__for_each_map(map, entry_->obj) {
-    std::string name = bpf_map__name(map);
-    for (auto& c : name)
-      if (c == '.') c = '_';
+  if (origin_ == Origin::Adopted) {
+    pinned_ = true;
+    return Ok{};  // these are the pinned objects
+  }
+  auto pin_fd = [&](int fd, const std::string& name) -> Status {
     std::string path = dir + "/" + name;
     unlink(path.c_str());
-    if (bpf_obj_pin(bpf_map__fd(map), path.c_str()) != 0)
-      return make_error(fmt::format("pinning {}: {}", path, errstr(errno)));
-  }
-  struct P {
-    const char* name;
-    int fd;
-  } progs[] = {{"prog_entry", bpf_program__fd(entry_->progs.pd_entry)},
-               {"prog_http", bpf_program__fd(http_->progs.pd_http)},
-               {"prog_host", bpf_program__fd(host_->progs.pd_host)},
-               {"prog_path", bpf_program__fd(path_->progs.pd_path)},
-               {"prog_verdict", bpf_program__fd(verdict_->progs.pd_verdict)}};
-  for (const auto& p : progs) {
-    std::string path = dir + "/" + p.name;
-    unlink(path.c_str());
-    if (bpf_obj_pin(p.fd, path.c_str()) != 0)
-      return make_error(fmt::format("pinning {}: {}", path, errstr(errno)));
-  }
+    if (bpf_obj_pin(fd, path.c_str()) != 0) return make_error(fmt::format("pinning {}: {}", path, errstr(errno)));
+    return Ok{};
+  };
+  for (const auto& [name, fd] : maps_)
+    if (auto st = pin_fd(fd, name); !st) return st;
+  if (auto st = pin_fd(bpf_map__fd(entry_->maps.bss), kBssPin); !st) return st;
+  for (uint32_t stage : kLoadedStages)
+    if (auto st = pin_fd(progs_[stage], stage_pin_name(stage)); !st) return st;
   pinned_ = true;
   return Ok{};
 }
@@ -236,35 +422,34 @@ void Dataplane::unpin_all() {
   rmdir(dir.c_str());
 }
 
-uint32_t Dataplane::active_gen() const { return entry_->bss->pd_active_gen & 1; }
+uint32_t Dataplane::active_gen() const { return bss_->pd_active_gen & 1; }
+uint32_t Dataplane::active_tag() const { return bss_->pd_cfg[active_gen()].gen_tag; }
+uint64_t Dataplane::active_digest() const { return bss_->pd_tables_digest[active_gen()]; }
 
-int Dataplane::entry_prog_fd() const { return bpf_program__fd(entry_->progs.pd_entry); }
+int Dataplane::prog_fd(uint32_t stage) const { return stage < PD_STAGE_MAX ? progs_[stage] : -1; }
 
-int Dataplane::prog_fd(uint32_t stage) const {
-  switch (stage) {
-    case PD_STAGE_ENTRY: return bpf_program__fd(entry_->progs.pd_entry);
-    case PD_STAGE_HTTP: return bpf_program__fd(http_->progs.pd_http);
-    case PD_STAGE_HOST: return bpf_program__fd(host_->progs.pd_host);
-    case PD_STAGE_PATH: return bpf_program__fd(path_->progs.pd_path);
-    case PD_STAGE_VERDICT: return bpf_program__fd(verdict_->progs.pd_verdict);
-  }
-  return -1;
+uint32_t Dataplane::prog_id(uint32_t stage) const {
+  int fd = prog_fd(stage);
+  if (fd < 0) return 0;
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
 }
 
 int Dataplane::map_fd(const std::string& name) const {
-  bpf_map* m = bpf_object__find_map_by_name(entry_->obj, name.c_str());
-  return m ? bpf_map__fd(m) : -1;
+  auto it = maps_.find(name);
+  return it == maps_.end() ? -1 : it->second;
 }
 
 Status Dataplane::commit(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   gen &= 1;
-  if (gen == active_gen() && entry_->bss->pd_cfg[gen].gen_tag != 0)
+  if (gen == active_gen() && bss_->pd_cfg[gen].gen_tag != 0)
     return make_error("refusing to overwrite the active generation");
-  int listeners = bpf_map__fd(entry_->maps.pd_listeners);
-  int hosts = bpf_map__fd(entry_->maps.pd_hosts);
-  int routes = bpf_map__fd(entry_->maps.pd_routes);
-  int chain = bpf_map__fd(entry_->maps.pd_chain);
-  int progs = bpf_map__fd(entry_->maps.pd_progs);
+  int listeners = map_fd("pd_listeners");
+  int hosts = map_fd("pd_hosts");
+  int routes = map_fd("pd_routes");
+  int chain = map_fd("pd_chain");
+  int progs = map_fd("pd_progs");
 
   // 1. empty the inactive half of every table
   if (auto st = delete_where<pd_listener_key>(listeners, [gen](const pd_listener_key& k) { return k.gen == gen; }); !st)
@@ -306,7 +491,7 @@ Status Dataplane::commit(const Tables& t, uint32_t gen, uint32_t gen_tag) {
     if (bpf_map_update_elem(progs, &key, &fd, BPF_ANY) != 0)
       return make_error(fmt::format("writing program array slot {}: {}", key, errstr(errno)));
   }
-  auto& cfg = entry_->bss->pd_cfg[gen];
+  auto& cfg = bss_->pd_cfg[gen];
   cfg.gen_tag = gen_tag;
   cfg.default_action = t.config.default_action;
   cfg.fail_open = t.config.fail_open;
@@ -314,10 +499,11 @@ Status Dataplane::commit(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   cfg.max_pipeline = t.config.max_pipeline;
   cfg.max_head_bytes = t.config.max_head_bytes;
   cfg.hash_seed = t.config.hash_seed;
+  bss_->pd_tables_digest[gen] = tables_digest(t);
 
   // 3. flip: one word, after everything above is visible
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  entry_->bss->pd_active_gen = gen;
+  bss_->pd_active_gen = gen;
   std::atomic_thread_fence(std::memory_order_seq_cst);
   return Ok{};
 }
@@ -330,8 +516,8 @@ Status Dataplane::attach(const std::string& ifname) {
   bool created = err == 0;
   if (err && err != -EEXIST)
     return make_error(fmt::format("creating clsact qdisc on {}: {}", ifname, errstr(err)));
-  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = entry_prog_fd(), .flags = BPF_TC_F_REPLACE,
-              .handle = kTcHandle, .priority = kTcPriority);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = entry_prog_fd(), .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+              .priority = kTcPriority);
   err = bpf_tc_attach(&hook, &opts);
   if (err) return make_error(fmt::format("attaching to {} ingress: {}", ifname, errstr(err)));
   for (auto& a : attached_)
@@ -404,16 +590,24 @@ Status Dataplane::teardown(const std::string& pin_dir) {
   return Ok{};
 }
 
-Counters Dataplane::read_counters() const {
+Counters Dataplane::read_counters(uint32_t gen, const std::vector<uint32_t>& rules) const {
   Counters c;
   int ncpu = libbpf_num_possible_cpus();
   if (ncpu <= 0) return c;
   std::vector<uint64_t> vals(static_cast<size_t>(ncpu));
-  int stats = bpf_map__fd(entry_->maps.pd_stats);
+  int stats = map_fd("pd_stats");
   c.values.assign(PD_C_MAX, 0);
   for (uint32_t i = 0; i < PD_C_MAX; ++i) {
     if (bpf_map_lookup_elem(stats, &i, vals.data()) != 0) continue;
     for (auto v : vals) c.values[i] += v;
+  }
+  int hits = map_fd("pd_rule_hits");
+  for (uint32_t rule : rules) {
+    uint32_t idx = (gen & 1) * PD_MAX_RULES + (rule & (PD_MAX_RULES - 1));
+    if (bpf_map_lookup_elem(hits, &idx, vals.data()) != 0) continue;
+    uint64_t sum = 0;
+    for (auto v : vals) sum += v;
+    c.rule_hits[rule] = sum;
   }
   return c;
 }

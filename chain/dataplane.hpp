@@ -1,12 +1,16 @@
-// Dataplane: owns the loaded BPF objects (one skeleton per stage), the maps they share,
-// the pins under the pin dir, and the TC attachments. Writes a compiled generation into the
-// inactive half of every table and flips the active generation with one store.
+// Dataplane: the loaded BPF programs (one per stage), the maps they share, the pins under
+// the pin dir, and the TC attachments. Writes a compiled generation into the inactive half
+// of every table and flips the active generation with one store.
+//
+// A Dataplane is either loaded fresh (skeletons) or adopted from a pinned chain that a
+// previous daemon left enforcing: the same build is adopted whole (same programs, so the
+// same prog ids, and the same maps, so flows and their verdicts survive); a different build
+// with the same map ABI keeps the flow table and loads new programs.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,8 +26,8 @@ struct verdict_bpf;
 namespace policyd::chain {
 
 struct Counters {
-  std::vector<uint64_t> values;     // pd_counter indices, summed over CPUs
-  std::map<uint32_t, uint64_t> rule_hits;  // rule -> hits (active generation), summed over CPUs
+  std::vector<uint64_t> values;            // pd_counter indices, summed over CPUs
+  std::map<uint32_t, uint64_t> rule_hits;  // rule -> hits in the generation asked for
 };
 
 struct Attachment {
@@ -32,18 +36,30 @@ struct Attachment {
   bool created_qdisc = false;
 };
 
+// The stages this build loads, in PROG_ARRAY slot order within a generation.
+inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP, PD_STAGE_HOST, PD_STAGE_PATH,
+                                             PD_STAGE_VERDICT};
+
 class Dataplane {
  public:
   struct Options {
-    std::string pin_dir;            // empty: nothing is pinned (tests)
+    std::string pin_dir;            // empty: nothing is pinned or adopted (tests)
     uint32_t max_flows = 262144;
     uint32_t accum_entries = 4096;  // concurrent partial heads
   };
+  enum class Origin { Fresh, Adopted, FlowsKept };
 
+  // Adopts the chain pinned at opts.pin_dir when possible, else loads fresh. Nothing that
+  // is pinned is changed by this call.
   static Result<std::unique_ptr<Dataplane>> load(const Options& opts);
   ~Dataplane();
   Dataplane(const Dataplane&) = delete;
   Dataplane& operator=(const Dataplane&) = delete;
+
+  Origin origin() const { return origin_; }
+  // Generation number (as the controller counts) of the active half; 0 if none yet.
+  uint32_t active_tag() const;
+  uint64_t active_digest() const;
 
   // Fill generation `gen` (must be the inactive one) with `tables` and flip to it.
   Status commit(const Tables& tables, uint32_t gen, uint32_t gen_tag);
@@ -59,29 +75,42 @@ class Dataplane {
   // Pin maps and programs under opts.pin_dir, replacing whatever an earlier run pinned
   // there. Done after a successful load and commit, so a failed start loses nothing.
   Status pin();
-
   // Keep the chain enforcing after this process exits (pins stay, filters stay).
   void release_on_exit() { keep_ = true; }
 
-  Counters read_counters() const;
-  int entry_prog_fd() const;
+  Counters read_counters(uint32_t gen, const std::vector<uint32_t>& rules) const;
+  Counters read_counters() const { return read_counters(active_gen(), {}); }
+  int entry_prog_fd() const { return prog_fd(PD_STAGE_ENTRY); }
   int prog_fd(uint32_t stage) const;
+  uint32_t prog_id(uint32_t stage) const;
   int map_fd(const std::string& name) const;
 
-  // Remove every attachment recorded under pin_dir and the pins themselves.
+  // Remove every attachment of the chain pinned at pin_dir, and the pins themselves.
   static Status teardown(const std::string& pin_dir);
+  // Identity of the BPF objects compiled into this binary.
+  static uint64_t build_id();
 
  private:
+  struct Bss;
   Dataplane() = default;
-  Status open_and_load(const Options& opts);
+  Status load_fresh(const Options& opts, const std::map<std::string, int>& keep_maps);
+  Status adopt(const std::string& pin_dir);
   void unpin_all();
 
   Options opts_;
+  Origin origin_ = Origin::Fresh;
   entry_bpf* entry_ = nullptr;
   http_bpf* http_ = nullptr;
   host_bpf* host_ = nullptr;
   path_bpf* path_ = nullptr;
   verdict_bpf* verdict_ = nullptr;
+  std::map<std::string, int> maps_;  // shared maps by name (fds owned when adopted)
+  int progs_[PD_STAGE_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  bool own_fds_ = false;             // adopted: the fds above are ours to close
+  Bss* bss_ = nullptr;               // entry's .bss (skeleton mapping, or our mmap when adopted)
+  size_t bss_len_ = 0;
+  bool own_bss_map_ = false;
+  int bss_fd_ = -1;
   uint64_t seed_ = 0;
   bool keep_ = false;
   bool pinned_ = false;
@@ -91,5 +120,8 @@ class Dataplane {
 // TC handle/priority of policyd's filter: constant, so a restart replaces it in place.
 inline constexpr uint32_t kTcHandle = 0x5044;  // "PD"
 inline constexpr uint32_t kTcPriority = 1;
+
+// A digest of compiled tables (generation-independent): equal digests, equal tables.
+uint64_t tables_digest(const Tables& t);
 
 }  // namespace policyd::chain

@@ -70,10 +70,15 @@ Status Daemon::attach_matching(const config::Policy& policy) {
 
 Status Daemon::apply(const config::Policy& policy) {
   auto started = std::chrono::steady_clock::now();
-  uint32_t gen = generation_ == 0 ? dp_->active_gen() ^ 1 : dp_->inactive_gen();
+  uint32_t gen = dp_->inactive_gen();
   auto tables = chain::compile(policy, gen, dp_->hash_seed());
   if (!tables) return tables.error();
   for (const auto& w : tables->warnings) spdlog::get("config")->warn("{}", w);
+  if (generation_ != 0 && chain::tables_digest(*tables) == dp_->active_digest()) {
+    policy_ = policy;
+    spdlog::get("chain")->info("policy unchanged: generation {} stays", generation_);
+    return Ok{};
+  }
   if (auto st = dp_->commit(*tables, gen, generation_ + 1); !st) return st;
   ++generation_;
   policy_ = policy;
@@ -106,19 +111,33 @@ int Daemon::start() {
     return 2;
   }
   dp_ = std::move(dp.value());
+  switch (dp_->origin()) {
+    case chain::Dataplane::Origin::Adopted:
+      generation_ = dp_->active_tag();
+      log_main()->info("adopted the chain pinned at {} (generation {}; programs, flows and verdicts kept)",
+                       opts_.pin_dir, generation_);
+      break;
+    case chain::Dataplane::Origin::FlowsKept:
+      log_main()->info("the chain pinned at {} is from another build: new programs, its flow table kept",
+                       opts_.pin_dir);
+      break;
+    case chain::Dataplane::Origin::Fresh:
+      break;
+  }
   if (auto st = apply(policy); !st) {
     spdlog::get("chain")->error("{}", st.error().message);
     return 2;
   }
-  // Only now is the chain pinned at pin_dir replaced: until here, a chain an earlier run
-  // left enforcing keeps enforcing, untouched. Our filters replace its filters in place.
-  if (std::filesystem::exists(opts_.pin_dir)) log_main()->info("replacing the chain pinned at {}", opts_.pin_dir);
+  // Only now is a chain an earlier run pinned replaced: until here it keeps enforcing,
+  // untouched. Our filters replace its filters in place first, then our pins replace its
+  // pins, so no interface ever runs a chain whose pins are gone.
+  Status attached = attach_matching(policy);
   if (auto st = dp_->pin(); !st) {
     log_main()->error("{}", st.error().message);
     return 2;
   }
-  if (auto st = attach_matching(policy); !st) {
-    log_main()->error("{}", st.error().message);
+  if (!attached) {
+    log_main()->error("{}", attached.error().message);
     return 2;
   }
   dp_->release_on_exit();

@@ -8,6 +8,9 @@
 
 #define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
 #define PD_CTX_VERSION 1
+/* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
+ * table across an upgrade only when this matches. */
+#define PD_ABI_VERSION 1
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {

@@ -34,6 +34,14 @@ using Clock = std::chrono::steady_clock;
 namespace policyd::e2e {
 
 namespace {
+size_t count_of(const std::string& text, std::string_view needle) {
+  size_t n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+namespace {
 
 constexpr const char* kTestRoot = "/run/policyd-test";
 constexpr const char* kSyncPath = "/__e2e_sync/";
@@ -456,17 +464,24 @@ Daemon::Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect
       log_path_(dir_.file("policyd.log")),
       mount_((write_file(policy_path_, policy_yaml), pin_dir_)),
       detach_{topo, pin_dir_},
-      proc_(topo.in(Role::gw, {policyd_bin(), "--config", policy_path_, "--pin-dir", pin_dir_,
-                               "--socket", socket_path_, "--log-level", "debug"}),
-            log_path_) {
+      topo_(topo) {
+  start_and_wait(expect, timeout);
+}
+
+void Daemon::start_and_wait(Expect expect, Millis timeout) {
+  const auto ready_before = count_of(log(), "ready: generation");
+  proc_.reset();
+  proc_.emplace(topo_.in(Role::gw, {policyd_bin(), "--config", policy_path_, "--pin-dir", pin_dir_,
+                                    "--socket", socket_path_, "--log-level", "debug"}),
+                log_path_);
   const auto deadline = Clock::now() + timeout;
   if (expect == Expect::exit) {
-    proc_.wait(timeout);
+    proc_->wait(timeout);
     return;
   }
   for (;;) {
-    if (log().find("ready: generation") != std::string::npos) return;
-    if (auto code = proc_.exit_code())
+    if (count_of(log(), "ready: generation") > ready_before) return;
+    if (auto code = proc_->exit_code())
       throw std::runtime_error(
           cat("policyd exited with status ", *code, " before it was ready; its log:\n", log()));
     if (Clock::now() >= deadline)
@@ -476,7 +491,21 @@ Daemon::Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect
   }
 }
 
-Daemon::~Daemon() { proc_.stop(); }
+void Daemon::kill9() {
+  if (proc_ && proc_->running()) {
+    ::kill(proc_->pid(), SIGKILL);
+    proc_->wait(5s);
+  }
+}
+
+void Daemon::restart(Millis timeout) {
+  if (proc_ && proc_->running()) proc_->stop();
+  start_and_wait(Expect::ready, timeout);
+}
+
+Daemon::~Daemon() {
+  if (proc_) proc_->stop();
+}
 
 std::string Daemon::log() const { return read_file(log_path_); }
 

@@ -212,11 +212,16 @@ class Daemon {
   const std::string& pin_dir() const { return pin_dir_; }
   const std::string& socket_path() const { return socket_path_; }
   std::string log() const;
-  bool running() { return proc_.running(); }
-  std::optional<int> exit_code() { return proc_.exit_code(); }
+  bool running() { return proc_->running(); }
+  std::optional<int> exit_code() { return proc_->exit_code(); }
   // SIGTERM now (bounded wait, then SIGKILL); returns the exit status. The pinned
   // chain stays attached by design; the destructor still detaches and cleans up.
-  int stop(Millis grace = 5s) { return proc_.stop(grace); }
+  int stop(Millis grace = 5s) { return proc_->stop(grace); }
+  // kill -9: no chance to clean up anything (the chain must keep enforcing regardless).
+  void kill9();
+  // Start policyd again on the same pin dir, config and log (after stop() or kill9()),
+  // waiting (bounded) for its "ready: generation" line; throws with the log otherwise.
+  void restart(Millis timeout = 10s);
 
  private:
   struct BpfMount {  // mount -t bpf in the ctor, umount in the dtor
@@ -237,7 +242,9 @@ class Daemon {
   std::string log_path_;
   BpfMount mount_;
   Detach detach_;
-  Process proc_;  // destroyed first: stop, then detach, umount, rm
+  void start_and_wait(Expect expect, Millis timeout);
+  const Topology& topo_;
+  std::optional<Process> proc_;  // destroyed first: stop, then detach, umount, rm
 };
 
 // ---------------------------------------------------------------------------

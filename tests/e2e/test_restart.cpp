@@ -1,0 +1,72 @@
+// A daemon that stops (SIGTERM) or dies (kill -9) leaves the chain enforcing; the next
+// daemon adopts it: the same programs (prog ids unchanged for an unchanged policy), and
+// the same flow table, so an open keep-alive connection goes on being judged, not reset.
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "common.hpp"
+
+using namespace policyd::e2e;
+using json = nlohmann::json;
+
+namespace {
+
+// prog id of every pinned stage program
+std::map<std::string, int> prog_ids(const Daemon& d) {
+  std::map<std::string, int> ids;
+  for (const char* name : {"prog_entry", "prog_http", "prog_host", "prog_path", "prog_verdict"}) {
+    auto r = run({"bpftool", "-j", "prog", "show", "pinned", cat(d.pin_dir(), "/", name)}, 5s);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    ids[name] = json::parse(r.out).at("id").get<int>();
+  }
+  return ids;
+}
+
+int attached_prog_id(const Topology& topo) {
+  auto r = topo.exec(Role::gw, {"tc", "filter", "show", "dev", std::string(kGatewayClientIf), "ingress"});
+  auto at = r.out.find(" id ");
+  if (at == std::string::npos) return 0;
+  return std::stoi(r.out.substr(at + 4));
+}
+
+}  // namespace
+
+TEST_CASE("restarts keep the chain, its programs and its connections", "[restart]") {
+  Env env(http_policy());
+  const auto ids = prog_ids(env.daemon);
+  REQUIRE(attached_prog_id(env.topo) == ids.at("prog_entry"));
+
+  // A keep-alive connection that outlives two restarts: a request before, one between,
+  // and two after (allowed and denied).
+  auto get = [](const char* path) { return http_request("GET", path, "app.example.com"); };
+  json steps = json::array({get("/healthz"), json{{"await", 1}}, json{{"sleep_ms", 2500}}, get("/api/a"),
+                            json{{"await", 2}}, json{{"sleep_ms", 2500}}, get("/api/b"), json{{"await", 3}},
+                            get("/admin"), json{{"await", 4}}});
+  RawClient conn(env.topo, kServerV4, steps, {"--expect", "4", "--timeout", "30"});
+
+  std::this_thread::sleep_for(500ms);
+  SECTION("SIGTERM, then kill -9") {
+    env.daemon.stop();
+    // nobody runs the daemon: the pinned chain still enforces
+    CHECK(curl(env.topo, "http://app.example.com/admin").http_code == 403);
+    CHECK(curl(env.topo, "http://app.example.com/healthz").http_code == 200);
+    env.daemon.restart();
+    CHECK(env.daemon.log().find("adopted the chain pinned") != std::string::npos);
+    CHECK(env.daemon.log().find("policy unchanged") != std::string::npos);
+    CHECK(prog_ids(env.daemon) == ids);
+    CHECK(attached_prog_id(env.topo) == ids.at("prog_entry"));
+
+    std::this_thread::sleep_for(2500ms);
+    env.daemon.kill9();
+    CHECK(curl(env.topo, "http://app.example.com/admin").http_code == 403);
+    env.daemon.restart();
+    CHECK(prog_ids(env.daemon) == ids);
+
+    auto r = conn.wait(30s);
+    INFO(r.json << r.err);
+    CHECK(r.statuses == std::vector<int>{200, 200, 200, 403});
+    CHECK_FALSE(r.reset);  // the open connection was never cut by a restart
+  }
+}
