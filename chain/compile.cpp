@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "chain/hash.hpp"
+#include "chain/stage.hpp"
 
 namespace policyd::chain {
 
@@ -50,15 +51,8 @@ void set_prefix_bit(pd_host_val& v, size_t len) {
 
 }  // namespace
 
-Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed) {
-  Tables t;
-  t.config.gen_tag = 0;
-  t.config.default_action = action_of(policy.default_action);
-  t.config.fail_open = policy.fail_mode == config::FailMode::Open ? 1 : 0;
+Status EntryStage::compile(const config::Policy& policy, uint32_t gen, uint64_t, Tables& t) const {
   t.config.max_head_bytes = policy.limits.max_head_bytes;
-  t.config.hash_seed = seed;
-
-  // ---- listeners
   for (size_t i = 0; i < policy.listeners.size(); ++i) {
     const auto& l = policy.listeners[i];
     if (l.protocol == config::Protocol::Tls)
@@ -82,65 +76,86 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
     }
     t.listeners.push_back(e);
   }
+  return Ok{};
+}
 
-  // ---- chain order
-  for (auto& n : t.next) n = PD_STAGE_NONE;
-  for (auto kind : policy.chain) {
-    if (!stage_implemented(kind)) {
-      bool used = false;
-      for (const auto& h : policy.hosts)
-        for (const auto& r : h.routes)
-          if ((kind == StageKind::Jwt && r.jwt) || (kind == StageKind::Ratelimit && r.ratelimit))
-            return make_error(fmt::format("{}: route uses '{}', but the {} stage is not implemented "
-                                          "in this build yet",
-                                          where(r.loc), kind == StageKind::Jwt ? "jwt" : "ratelimit",
-                                          config::to_string(kind)));
-      if (kind == StageKind::Sni && !policy.sni.empty()) used = true;
-      if (used)
-        t.warnings.push_back(fmt::format("the {} stage is not implemented in this build yet; its "
-                                         "rules have no listener to act on",
-                                         config::to_string(kind)));
-      continue;
-    }
-    t.stages.push_back(stage_of(kind));
-  }
-  uint32_t first = t.stages.empty() ? uint32_t{PD_STAGE_VERDICT} : t.stages.front();
-  t.next[PD_STAGE_ENTRY] = first;
-  t.next[PD_STAGE_HTTP] = first;
-  for (size_t i = 0; i < t.stages.size(); ++i)
-    t.next[t.stages[i]] = i + 1 < t.stages.size() ? t.stages[i + 1] : uint32_t{PD_STAGE_VERDICT};
-  t.config.first_stage = static_cast<uint8_t>(first);
-  // k pipelined heads cost k * (parser + stages + verdict) + (k - 1) re-entries tail calls
-  t.config.max_pipeline = static_cast<uint8_t>((PD_TAIL_CALL_BUDGET + 1) / (t.stages.size() + 3));
+Status VerdictStage::compile(const config::Policy& policy, uint32_t, uint64_t, Tables& t) const {
+  t.config.default_action = action_of(policy.default_action);
+  t.config.fail_open = policy.fail_mode == config::FailMode::Open ? 1 : 0;
+  return Ok{};
+}
 
-  // ---- hosts and routes
-  std::map<std::tuple<uint32_t, uint64_t>, size_t> host_index;  // (kind, hash) -> hosts[]
-  std::map<std::tuple<uint32_t, uint32_t, uint32_t, uint64_t>, size_t> route_index;
-  uint32_t rule = 0;
+Status HostStage::compile(const config::Policy& policy, uint32_t gen, uint64_t seed, Tables& t) const {
+  std::map<std::tuple<uint32_t, uint64_t>, size_t> index;  // (kind, hash) -> hosts[]
   for (size_t hi = 0; hi < policy.hosts.size(); ++hi) {
     const auto& h = policy.hosts[hi];
     pd_host_val base{};
     base.host_id = static_cast<uint32_t>(hi);
-    // routes first: the host value carries the bitmap of its prefix lengths
+    for (const auto& r : h.routes)  // the prefix lengths the path stage will look up
+      if (r.path.kind == config::PathMatch::Prefix && !r.path.value.empty() && r.path.value.size() < PD_PATTERN_MAX)
+        set_prefix_bit(base, r.path.value.size());
+    for (const auto& m : h.matches) {
+      HostEntry e{};
+      e.val = base;
+      std::string name;
+      if (m == "*") {
+        e.key.kind = PD_HOST_ANY;
+      } else if (m.rfind("*.", 0) == 0) {
+        name = m.substr(2);
+        e.key.kind = PD_HOST_WILD;
+        e.key.hash = hash_reverse(seed, name);
+      } else {
+        name = m;
+        e.key.kind = PD_HOST_EXACT;
+        e.key.hash = hash_reverse(seed, name);
+      }
+      if (name.size() >= PD_PATTERN_MAX)
+        return make_error(fmt::format("{}: host pattern '{}' is too long", where(h.loc), m));
+      e.key.gen = gen;
+      e.val.name_len = static_cast<uint32_t>(name.size());
+      std::memcpy(e.val.name, name.data(), name.size());
+      auto key = std::make_tuple(e.key.kind, e.key.hash);
+      auto found = index.find(key);
+      if (found != index.end()) {
+        const auto& prev = t.hosts[found->second].val;
+        if (prev.name_len != e.val.name_len || std::memcmp(prev.name, e.val.name, prev.name_len) != 0)
+          return make_error(fmt::format("{}: host '{}' collides with another pattern's hash; apply "
+                                        "again (a new seed is chosen)",
+                                        where(h.loc), m));
+        t.warnings.push_back(fmt::format("{}: host pattern '{}' already appears in an earlier host "
+                                         "entry, which wins",
+                                         where(h.loc), m));
+        continue;
+      }
+      index.emplace(key, t.hosts.size());
+      t.hosts.push_back(e);
+    }
+  }
+  return Ok{};
+}
+
+Status PathStage::compile(const config::Policy& policy, uint32_t gen, uint64_t seed, Tables& t) const {
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t, uint64_t>, size_t> index;
+  uint32_t rule = 0;
+  for (size_t hi = 0; hi < policy.hosts.size(); ++hi) {
+    const auto& h = policy.hosts[hi];
     for (size_t ri = 0; ri < h.routes.size(); ++ri, ++rule) {
       const auto& r = h.routes[ri];
       if (rule >= PD_MAX_RULES)
         return make_error(fmt::format("{}: more than {} routes", where(r.loc), PD_MAX_RULES));
       const std::string& pat = r.path.value;
       if (pat.empty() || pat.size() >= PD_PATTERN_MAX)
-        return make_error(fmt::format("{}: path pattern must be 1..{} bytes", where(r.loc),
-                                      PD_PATTERN_MAX - 1));
+        return make_error(fmt::format("{}: path pattern must be 1..{} bytes", where(r.loc), PD_PATTERN_MAX - 1));
       uint32_t kind = r.path.kind == config::PathMatch::Exact ? PD_ROUTE_EXACT : PD_ROUTE_PREFIX;
-      if (kind == PD_ROUTE_PREFIX) set_prefix_bit(base, pat.size());
       uint64_t hash = hash_forward(seed, pat);
-      auto rk = std::make_tuple(static_cast<uint32_t>(hi), kind, static_cast<uint32_t>(pat.size()), hash);
-      auto it = route_index.find(rk);
-      if (it == route_index.end()) {
+      auto key = std::make_tuple(static_cast<uint32_t>(hi), kind, static_cast<uint32_t>(pat.size()), hash);
+      auto it = index.find(key);
+      if (it == index.end()) {
         RouteEntry e{};
         e.key = pd_route_key{gen, static_cast<uint32_t>(hi), kind, static_cast<uint32_t>(pat.size()), hash};
         e.val.pattern_len = static_cast<uint32_t>(pat.size());
         std::memcpy(e.val.pattern, pat.data(), pat.size());
-        it = route_index.emplace(rk, t.routes.size()).first;
+        it = index.emplace(key, t.routes.size()).first;
         t.routes.push_back(e);
       }
       auto& val = t.routes[it->second].val;
@@ -148,9 +163,11 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
         return make_error(fmt::format("{}: path '{}' collides with another pattern's hash; "
                                       "apply again (a new seed is chosen)",
                                       where(r.loc), pat));
+      // an earlier route with the same path already takes every request this one could
       bool shadowed = false;
       for (uint32_t s = 0; s < val.nslots; ++s)
-        if (val.slots[s].methods == 0 || (val.slots[s].methods & r.methods) == r.methods) shadowed = r.methods != 0 || val.slots[s].methods == 0;
+        if (val.slots[s].methods == 0 || (r.methods != 0 && (val.slots[s].methods & r.methods) == r.methods))
+          shadowed = true;
       RuleInfo info;
       info.rule = rule;
       info.host_index = static_cast<uint32_t>(hi);
@@ -166,52 +183,143 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
         continue;
       }
       if (val.nslots >= PD_ROUTE_SLOTS)
-        return make_error(fmt::format("{}: more than {} routes of one host share the path '{}'",
-                                      where(r.loc), PD_ROUTE_SLOTS, pat));
+        return make_error(fmt::format("{}: more than {} routes of one host share the path '{}'", where(r.loc),
+                                      PD_ROUTE_SLOTS, pat));
       auto& slot = val.slots[val.nslots++];
       slot.rule = rule;
       slot.methods = r.methods;
       slot.action = action_of(r.action);
     }
-    for (const auto& m : h.matches) {
-      HostEntry e{};
-      e.val = base;
-      std::string name;
-      if (m == "*") {
-        e.key.kind = PD_HOST_ANY;
-        e.key.hash = 0;
-      } else if (m.rfind("*.", 0) == 0) {
-        name = m.substr(2);
-        e.key.kind = PD_HOST_WILD;
-        e.key.hash = hash_reverse(seed, name);
-      } else {
-        name = m;
-        e.key.kind = PD_HOST_EXACT;
-        e.key.hash = hash_reverse(seed, name);
-      }
-      if (name.size() >= PD_PATTERN_MAX)
-        return make_error(fmt::format("{}: host pattern '{}' is too long", where(h.loc), m));
-      e.key.gen = gen;
-      e.val.name_len = static_cast<uint32_t>(name.size());
-      std::memcpy(e.val.name, name.data(), name.size());
-      auto hk = std::make_tuple(e.key.kind, e.key.hash);
-      auto found = host_index.find(hk);
-      if (found != host_index.end()) {
-        const auto& prev = t.hosts[found->second].val;
-        if (prev.name_len != e.val.name_len || std::memcmp(prev.name, e.val.name, prev.name_len) != 0)
-          return make_error(fmt::format("{}: host '{}' collides with another pattern's hash; apply "
-                                        "again (a new seed is chosen)",
-                                        where(h.loc), m));
-        t.warnings.push_back(fmt::format("{}: host pattern '{}' already appears in an earlier host "
-                                         "entry, which wins",
-                                         where(h.loc), m));
-        continue;
-      }
-      host_index.emplace(hk, t.hosts.size());
-      t.hosts.push_back(e);
-    }
   }
+  return Ok{};
+}
+
+const std::vector<std::unique_ptr<Stage>>& stages() {
+  static const std::vector<std::unique_ptr<Stage>> all = [] {
+    std::vector<std::unique_ptr<Stage>> v;
+    v.push_back(std::make_unique<EntryStage>());
+    v.push_back(std::make_unique<HostStage>());
+    v.push_back(std::make_unique<PathStage>());
+    v.push_back(std::make_unique<VerdictStage>());
+    return v;
+  }();
+  return all;
+}
+
+Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed) {
+  Tables t;
+  t.config.hash_seed = seed;
+
+  // ---- the chain order (stages this build does not have yet are refused where used)
+  for (auto& n : t.next) n = PD_STAGE_NONE;
+  for (auto kind : policy.chain) {
+    if (!stage_implemented(kind)) {
+      for (const auto& h : policy.hosts)
+        for (const auto& r : h.routes)
+          if ((kind == StageKind::Jwt && r.jwt) || (kind == StageKind::Ratelimit && r.ratelimit))
+            return make_error(fmt::format("{}: route uses '{}', but the {} stage is not implemented "
+                                          "in this build yet",
+                                          where(r.loc), kind == StageKind::Jwt ? "jwt" : "ratelimit",
+                                          config::to_string(kind)));
+      if (kind == StageKind::Sni && !policy.sni.empty())
+        t.warnings.push_back("the sni stage is not implemented in this build yet; its rules have no listener to act on");
+      continue;
+    }
+    t.stages.push_back(stage_of(kind));
+  }
+  uint32_t first = t.stages.empty() ? uint32_t{PD_STAGE_VERDICT} : t.stages.front();
+  t.next[PD_STAGE_ENTRY] = first;
+  t.next[PD_STAGE_HTTP] = first;
+  for (size_t i = 0; i < t.stages.size(); ++i)
+    t.next[t.stages[i]] = i + 1 < t.stages.size() ? t.stages[i + 1] : uint32_t{PD_STAGE_VERDICT};
+  t.config.first_stage = static_cast<uint8_t>(first);
+  // k pipelined heads cost k * (parser + stages + verdict) + (k - 1) re-entries tail calls
+  t.config.max_pipeline = static_cast<uint8_t>((PD_TAIL_CALL_BUDGET + 1) / (t.stages.size() + 3));
+
+  // ---- each stage's slice
+  for (const auto& stage : stages())
+    if (auto st = stage->compile(policy, gen, seed, t); !st) return st.error();
   return t;
+}
+
+// ---- plan ---------------------------------------------------------------------------
+namespace {
+
+template <typename Entry, typename Key>
+std::string diff_entries(const std::vector<Entry>& a, const std::vector<Entry>& b, const char* noun) {
+  // entries compared without their generation
+  auto norm = [](Entry e) {
+    e.key.gen = 0;
+    return std::string(reinterpret_cast<const char*>(&e), sizeof(e));
+  };
+  std::map<std::string, int> seen;
+  for (const auto& e : a) seen[norm(e)] -= 1;
+  for (const auto& e : b) seen[norm(e)] += 1;
+  size_t added = 0, removed = 0;
+  for (const auto& [k, n] : seen) {
+    if (n > 0) added += static_cast<size_t>(n);
+    if (n < 0) removed += static_cast<size_t>(-n);
+  }
+  if (!added && !removed) return {};
+  return fmt::format("{} {} added, {} removed", noun, added, removed);
+}
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) {
+    if (p.empty()) continue;
+    if (!out.empty()) out += "; ";
+    out += p;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string EntryStage::diff(const Tables& a, const Tables& b) const {
+  std::vector<std::string> parts{diff_entries<ListenerEntry, pd_listener_key>(a.listeners, b.listeners, "listeners:")};
+  if (a.config.max_head_bytes != b.config.max_head_bytes)
+    parts.push_back(fmt::format("max_head_bytes {} -> {}", a.config.max_head_bytes, b.config.max_head_bytes));
+  return join(parts);
+}
+
+std::string HostStage::diff(const Tables& a, const Tables& b) const {
+  return diff_entries<HostEntry, pd_host_key>(a.hosts, b.hosts, "host patterns:");
+}
+
+std::string PathStage::diff(const Tables& a, const Tables& b) const {
+  return diff_entries<RouteEntry, pd_route_key>(a.routes, b.routes, "route keys:");
+}
+
+std::string VerdictStage::diff(const Tables& a, const Tables& b) const {
+  std::vector<std::string> parts;
+  if (a.config.default_action != b.config.default_action)
+    parts.push_back(fmt::format("default_action {} -> {}", abi::action_name(a.config.default_action),
+                                abi::action_name(b.config.default_action)));
+  if (a.config.fail_open != b.config.fail_open)
+    parts.push_back(fmt::format("fail_mode {} -> {}", a.config.fail_open ? "open" : "closed",
+                                b.config.fail_open ? "open" : "closed"));
+  return join(parts);
+}
+
+Plan plan(const Tables& a, const Tables& b) {
+  Plan p;
+  if (a.stages != b.stages) {
+    auto names = [](const std::vector<uint32_t>& s) {
+      std::vector<std::string> n;
+      for (auto id : s) n.emplace_back(abi::stage_name(id));
+      return fmt::format("[{}]", fmt::join(n, ", "));
+    };
+    p.changes.push_back(Change{"chain", fmt::format("{} -> {}", names(a.stages), names(b.stages))});
+  }
+  for (const auto& stage : stages()) {
+    auto what = stage->diff(a, b);
+    if (what.empty())
+      p.unchanged.emplace_back(stage->name());
+    else
+      p.changes.push_back(Change{std::string(stage->name()), what});
+  }
+  return p;
 }
 
 }  // namespace policyd::chain

@@ -1,0 +1,133 @@
+// plan(): exactly the stages whose slice of the policy changed appear in the plan.
+#define CATCH_CONFIG_MAIN
+#include <catch2/catch.hpp>
+
+#include <set>
+
+#include "chain/stage.hpp"
+#include "config/loader.hpp"
+
+using namespace policyd;
+
+namespace {
+
+const std::string kBase = R"(version: 1
+interfaces: ["eth0"]
+listeners:
+  - name: web
+    port: 80
+    protocol: http
+chain: [host, path]
+default_action: deny
+fail_mode: closed
+hosts:
+  - match: ["app.example.com"]
+    routes:
+      - path: { prefix: "/admin" }
+        action: deny
+      - path: { exact: "/healthz" }
+        action: allow
+      - path: { prefix: "/api/" }
+        methods: [GET]
+        action: allow
+  - match: "*.example.com"
+    routes:
+      - path: { prefix: "/public/" }
+        action: allow
+)";
+
+chain::Tables tables(const std::string& yaml, uint32_t gen = 0) {
+  auto policy = config::load_policy_string(yaml, "test.yaml");
+  auto t = chain::compile(policy, gen, 0x1234);
+  if (!t) FAIL(t.error().message);
+  return t.value();
+}
+
+std::set<std::string> changed(const std::string& from, const std::string& to) {
+  auto p = chain::plan(tables(from, 0), tables(to, 1));
+  std::set<std::string> out;
+  for (const auto& c : p.changes) out.insert(c.stage);
+  return out;
+}
+
+std::string edit(std::string s, const std::string& from, const std::string& to) {
+  auto at = s.find(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+
+using Set = std::set<std::string>;
+
+}  // namespace
+
+TEST_CASE("the same policy in the other generation is no change", "[plan]") {
+  auto p = chain::plan(tables(kBase, 0), tables(kBase, 1));
+  CHECK(p.empty());
+  CHECK(p.unchanged.size() == chain::stages().size());
+}
+
+TEST_CASE("each change touches exactly its stage", "[plan]") {
+  SECTION("a route's action: path") {
+    CHECK(changed(kBase, edit(kBase, "        action: allow\n      - path: { prefix: \"/api/\" }",
+                              "        action: deny\n      - path: { prefix: \"/api/\" }")) == Set{"path"});
+  }
+  SECTION("a route's methods: path") {
+    CHECK(changed(kBase, edit(kBase, "methods: [GET]", "methods: [GET, POST]")) == Set{"path"});
+  }
+  SECTION("a new route with a prefix length already used by the host: path") {
+    CHECK(changed(kBase, edit(kBase, "      - path: { prefix: \"/public/\" }",
+                              "      - path: { prefix: \"/pubxyz/\" }\n        action: deny\n"
+                              "      - path: { prefix: \"/public/\" }")) == Set{"path"});
+  }
+  SECTION("a new prefix length: the host carries it, so host and path") {
+    CHECK(changed(kBase, edit(kBase, "      - path: { prefix: \"/public/\" }",
+                              "      - path: { prefix: \"/p/\" }\n        action: deny\n"
+                              "      - path: { prefix: \"/public/\" }")) == Set{"host", "path"});
+  }
+  SECTION("another host pattern for the same routes: host") {
+    CHECK(changed(kBase, edit(kBase, "[\"app.example.com\"]", "[\"app.example.com\", \"app.example.org\"]")) ==
+          Set{"host"});
+  }
+  SECTION("default_action: verdict") {
+    CHECK(changed(kBase, edit(kBase, "default_action: deny", "default_action: drop")) == Set{"verdict"});
+  }
+  SECTION("fail_mode: verdict") {
+    CHECK(changed(kBase, edit(kBase, "fail_mode: closed", "fail_mode: open")) == Set{"verdict"});
+  }
+  SECTION("a listener's port: entry") {
+    CHECK(changed(kBase, edit(kBase, "port: 80", "port: 8080")) == Set{"entry"});
+  }
+  SECTION("the head limit: entry") {
+    CHECK(changed(kBase, edit(kBase, "fail_mode: closed", "fail_mode: closed\nlimits:\n  max_head_bytes: 4096")) ==
+          Set{"entry"});
+  }
+  SECTION("a host and its routes: host and path") {
+    CHECK(changed(kBase, edit(kBase, "  - match: \"*.example.com\"\n    routes:\n      - path: { prefix: \"/public/\" }\n"
+                                     "        action: allow\n",
+                              "")) == Set{"host", "path"});
+  }
+}
+
+TEST_CASE("the stage order is a change of its own", "[plan]") {
+  const std::string no_hosts = R"(version: 1
+interfaces: ["eth0"]
+listeners:
+  - name: web
+    port: 80
+    protocol: http
+chain: CHAIN
+default_action: allow
+)";
+  auto a = edit(no_hosts, "CHAIN", "[host, path]");
+  auto b = edit(no_hosts, "CHAIN", "[]");
+  auto p = chain::plan(tables(a, 0), tables(b, 1));
+  REQUIRE(p.changes.size() == 1);
+  CHECK(p.changes[0].stage == "chain");
+  CHECK(p.changes[0].what == "[host, path] -> []");
+}
+
+TEST_CASE("what a change says", "[plan]") {
+  auto p = chain::plan(tables(kBase, 0), tables(edit(kBase, "default_action: deny", "default_action: allow"), 1));
+  REQUIRE(p.changes.size() == 1);
+  CHECK(p.changes[0].what == "default_action deny -> allow");
+}
