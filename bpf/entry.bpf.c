@@ -16,6 +16,8 @@ volatile __u64 pd_build_id;
 volatile __u32 pd_abi_version;
 /* digest of each generation's compiled tables: an unchanged policy changes nothing */
 volatile __u64 pd_tables_digest[PD_GENERATIONS];
+/* the generation pd_preflight probes (a prepared, not yet active one) */
+volatile __u32 pd_preflight_gen;
 
 /* ---- end-of-head search ------------------------------------------------------------
  * A head ends at an empty line: LF followed by LF, or LF CR LF. Bare-LF endings count, so
@@ -143,8 +145,9 @@ PD_INLINE int pd_copy_acc(struct pd_ctx *ctx, struct pd_accum *acc)
 }
 
 PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_pkt *p,
-			   __u32 gen, volatile struct pd_config *cfg, __u8 proto)
+			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, int preflight)
 {
+	ctx->preflight = preflight;
 	ctx->magic = PD_CTX_MAGIC;
 	ctx->version = PD_CTX_VERSION;
 	ctx->gen = gen;
@@ -191,8 +194,12 @@ PD_INLINE int pd_early_fail(struct __sk_buff *skb, struct pd_ctx *ctx, __u8 reas
 	return pd_tail(skb, ctx, PD_STAGE_VERDICT);
 }
 
-SEC("tc")
-int pd_entry(struct __sk_buff *skb)
+/* gen: the generation this packet runs in; preflight: a compile-time constant after
+ * inlining (0 for traffic, 1 for probes of a prepared generation). */
+/* probes of a prepared generation are not traffic: not counted */
+#define PD_COUNT(idx) do { if (!preflight) pd_count(idx); } while (0)
+
+PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight)
 {
 	struct pd_pkt p = {};
 	int r = pd_parse_packet(skb, &p);
@@ -205,7 +212,6 @@ int pd_entry(struct __sk_buff *skb)
 	if (r == PD_P_OTHER || r == PD_P_LATER_FRAG || r == PD_P_SHORT || r == PD_P_BAD)
 		return TC_ACT_OK; /* not a TCP segment we can attribute to a listener */
 
-	__u32 gen = pd_active_gen & 1;
 	struct pd_listener_key lk = { .gen = gen, .port = p.dport };
 	struct pd_listener *l = bpf_map_lookup_elem(&pd_listeners, &lk);
 	if (!l)
@@ -225,7 +231,7 @@ int pd_entry(struct __sk_buff *skb)
 		}
 	}
 
-	pd_count(PD_C_PACKETS);
+	PD_COUNT(PD_C_PACKETS);
 	volatile struct pd_config *cfg = &pd_cfg[gen];
 	__u8 proto = l->proto;
 
@@ -250,7 +256,7 @@ int pd_entry(struct __sk_buff *skb)
 			};
 			if (bpf_map_update_elem(&pd_flows, &p.key, &nf, BPF_ANY) < 0)
 				return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
-			pd_count(PD_C_FLOWS_NEW);
+			PD_COUNT(PD_C_FLOWS_NEW);
 			f = bpf_map_lookup_elem(&pd_flows, &p.key);
 			if (!f)
 				return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
@@ -270,13 +276,13 @@ int pd_entry(struct __sk_buff *skb)
 		c0 = bpf_map_lookup_elem(&pd_scratch, &zero);
 		if (!c0)
 			return TC_ACT_SHOT;
-		pd_ctx_init(c0, skb, &p, gen, cfg, proto);
+		pd_ctx_init(c0, skb, &p, gen, cfg, proto, preflight);
 		return pd_early_fail(skb, c0, PD_R_NO_FLOW);
 	}
 
 	/* ---- fast path: the flow entry alone decides --------------------------------- */
 	if (f->state == PD_FS_FINAL) {
-		pd_count(PD_C_FAST_PATH);
+		PD_COUNT(PD_C_FAST_PATH);
 		if (f->verdict == PD_ACT_ALLOW)
 			return TC_ACT_OK;
 		/* A refused connection: data or a FIN from the client is answered with a RST so
@@ -286,7 +292,7 @@ int pd_entry(struct __sk_buff *skb)
 			__u32 z = 0;
 			struct pd_ctx *rc = bpf_map_lookup_elem(&pd_scratch, &z);
 			if (rc) {
-				pd_ctx_init(rc, skb, &p, gen, cfg, proto);
+				pd_ctx_init(rc, skb, &p, gen, cfg, proto, preflight);
 				if (p.tcp_flags & PD_TCP_FIN)
 					rc->payload_len += 1; /* the FIN takes a sequence number */
 				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
@@ -296,13 +302,13 @@ int pd_entry(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
-		pd_count(PD_C_FAST_PATH);
+		PD_COUNT(PD_C_FAST_PATH);
 		return TC_ACT_OK;
 	}
 	__u32 seg_end = p.seq + p.payload_len;
 	if (!f->accumulating && pd_seq_before_eq(seg_end, f->next_seq)) {
 		/* body bytes of an allowed request, or a retransmission of judged bytes */
-		pd_count(PD_C_FAST_PATH);
+		PD_COUNT(PD_C_FAST_PATH);
 		return TC_ACT_OK;
 	}
 
@@ -311,7 +317,7 @@ int pd_entry(struct __sk_buff *skb)
 	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
 	if (!ctx)
 		return TC_ACT_SHOT;
-	pd_ctx_init(ctx, skb, &p, gen, cfg, proto);
+	pd_ctx_init(ctx, skb, &p, gen, cfg, proto, preflight);
 	/* re-entered by the verdict stage for the next head of this segment? */
 	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
 	ctx->reenter = 0;
@@ -332,7 +338,7 @@ int pd_entry(struct __sk_buff *skb)
 		__u32 have_end = acc->start_seq + acc->len;
 		if (pd_seq_before(have_end, p.seq)) {
 			/* a gap: never judge around missing bytes; TCP resends them in order */
-			pd_count(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+			PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
 			return TC_ACT_SHOT;
 		}
 		/* Bytes before the head are body already passed; bytes we hold must be resent
@@ -374,7 +380,7 @@ int pd_entry(struct __sk_buff *skb)
 				f->accumulating = 0;
 				return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
 			}
-			pd_count(PD_C_HEAD_PARTIAL);
+			PD_COUNT(PD_C_HEAD_PARTIAL);
 			return TC_ACT_OK; /* an incomplete head passes: the server cannot act on it */
 		}
 		if (pd_copy_acc(ctx, acc) < 0)
@@ -389,7 +395,7 @@ int pd_entry(struct __sk_buff *skb)
 
 	/* The head starts inside this segment at next_seq. */
 	if (pd_seq_before(f->next_seq, p.seq)) {
-		pd_count(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+		PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
 		return TC_ACT_SHOT; /* data ahead of the head start: wait for the missing bytes */
 	}
 	__u32 start = f->next_seq - p.seq;
@@ -409,9 +415,23 @@ int pd_entry(struct __sk_buff *skb)
 		if (bpf_map_update_elem(&pd_accum, &p.key, &ctx->head, BPF_ANY) < 0)
 			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
 		f->accumulating = 1;
-		pd_count(PD_C_HEAD_PARTIAL);
+		PD_COUNT(PD_C_HEAD_PARTIAL);
 		return TC_ACT_OK;
 	}
 	ctx->head_len = end;
 	return pd_tail(skb, ctx, PD_STAGE_HTTP);
+}
+
+SEC("tc")
+int pd_entry(struct __sk_buff *skb)
+{
+	return pd_entry_run(skb, pd_active_gen & 1, 0);
+}
+
+/* Never attached: the controller runs it with BPF_PROG_TEST_RUN on requests synthesized
+ * from a policy, against the prepared generation, before that generation goes live. */
+SEC("tc")
+int pd_preflight(struct __sk_buff *skb)
+{
+	return pd_entry_run(skb, pd_preflight_gen & 1, 1);
 }

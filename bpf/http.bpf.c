@@ -606,6 +606,6 @@ int pd_http(struct __sk_buff *skb)
 		pd_fail(ctx, r);
 		return pd_tail(skb, ctx, PD_STAGE_VERDICT);
 	}
-	pd_count(PD_C_REQUESTS);
+	pd_count_ctx(ctx, PD_C_REQUESTS);
 	return pd_chain_next(skb, ctx);
 }

@@ -44,12 +44,12 @@ int pd_verdict(struct __sk_buff *skb)
 	int lost_boundary = 0;
 
 	if (ctx->reason != PD_R_NONE) {
-		pd_count(PD_C_REASON_BASE + ctx->reason);
+		pd_count_ctx(ctx, PD_C_REASON_BASE + ctx->reason);
 		/* without a parsed head we no longer know where requests begin */
 		lost_boundary = ctx->head_len == 0 || ctx->reason == PD_R_BAD_BODY ||
 				ctx->reason == PD_R_SMUGGLING;
 		if (ctx->fail_open) {
-			pd_count(PD_C_FAIL_OPEN);
+			pd_count_ctx(ctx, PD_C_FAIL_OPEN);
 			action = PD_ACT_ALLOW;
 		} else {
 			action = (ctx->proto == PD_PROTO_HTTP && ctx->head_len) ? PD_ACT_DENY
@@ -58,6 +58,12 @@ int pd_verdict(struct __sk_buff *skb)
 	}
 	if (action == PD_ACT_NONE)
 		action = ctx->default_action ? ctx->default_action : PD_ACT_DENY;
+	if (ctx->preflight) {
+		/* a probe of a prepared generation: say the decision, touch nothing */
+		if (f)
+			bpf_map_delete_elem(&pd_flows, &ctx->key);
+		return PD_PREFLIGHT_RET + action;
+	}
 	pd_count(PD_C_VERDICT_BASE + (action & (PD_ACT_MAX - 1)));
 
 	if (action == PD_ACT_ALLOW) {

@@ -220,6 +220,24 @@ Result<std::unique_ptr<Dataplane>> Dataplane::load(const Options& opts) {
   std::unique_ptr<Dataplane> dp(new Dataplane());
   dp->opts_ = opts;
   std::map<std::string, int> keep;
+  if (opts.test_verifier_reject) {
+    // r0 = *(u64 *)(r1 + 4096); exit: a read far outside the skb context, which the
+    // verifier refuses whatever the caller's privileges
+    const bpf_insn insns[] = {
+        {BPF_LDX | BPF_MEM | BPF_DW, BPF_REG_0, BPF_REG_1, 4096, 0},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    std::string log(64 * 1024, '\0');
+    LIBBPF_OPTS(bpf_prog_load_opts, lo, .log_level = 1, .log_size = static_cast<uint32_t>(log.size()),
+                .log_buf = log.data());
+    int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "pd_reject_test", "GPL", insns, 2, &lo);
+    if (fd >= 0) {
+      close(fd);
+      return make_error("test switch: the verifier accepted a program it must reject");
+    }
+    log.resize(std::strlen(log.c_str()));
+    return make_error(fmt::format("the kernel refused the test stage: {}", errstr(errno)), verifier_excerpt(log));
+  }
   if (!opts.pin_dir.empty() && access((opts.pin_dir + "/prog_entry").c_str(), F_OK) == 0) {
     auto st = dp->adopt(opts.pin_dir);
     if (st && dp->origin_ == Origin::Adopted) return dp;
@@ -297,6 +315,16 @@ Status Dataplane::adopt(const std::string& dir) {
     }
     progs_[stage] = fd;
   }
+  preflight_fd_ = bpf_obj_get((dir + "/prog_preflight").c_str());
+  if (preflight_fd_ < 0) {
+    int e = errno;
+    for (uint32_t s : kLoadedStages)
+      if (progs_[s] >= 0) close(progs_[s]), progs_[s] = -1;
+    close_all();
+    munmap(mem, info.value_size);
+    close(bfd);
+    return make_error(fmt::format("{}/prog_preflight: {}", dir, errstr(e)));
+  }
   maps_ = std::move(maps);
   own_fds_ = true;
   bss_ = bss;
@@ -345,6 +373,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
     maps_[name] = bpf_map__fd(m);
   }
   progs_[PD_STAGE_ENTRY] = bpf_program__fd(entry_->progs.pd_entry);
+  preflight_fd_ = bpf_program__fd(entry_->progs.pd_preflight);
   progs_[PD_STAGE_HTTP] = bpf_program__fd(http_->progs.pd_http);
   progs_[PD_STAGE_HOST] = bpf_program__fd(host_->progs.pd_host);
   progs_[PD_STAGE_PATH] = bpf_program__fd(path_->progs.pd_path);
@@ -371,6 +400,7 @@ Dataplane::~Dataplane() {
     for (auto& [n, fd] : maps_) close(fd);
     for (int& fd : progs_)
       if (fd >= 0) close(fd);
+    if (preflight_fd_ >= 0) close(preflight_fd_);
   }
   if (own_bss_map_) {
     munmap(bss_, bss_len_);
@@ -406,6 +436,7 @@ Status Dataplane::pin() {
   if (auto st = pin_fd(bpf_map__fd(entry_->maps.bss), kBssPin); !st) return st;
   for (uint32_t stage : kLoadedStages)
     if (auto st = pin_fd(progs_[stage], stage_pin_name(stage)); !st) return st;
+  if (auto st = pin_fd(preflight_fd_, "prog_preflight"); !st) return st;
   pinned_ = true;
   return Ok{};
 }
@@ -442,6 +473,39 @@ int Dataplane::map_fd(const std::string& name) const {
 }
 
 Status Dataplane::commit(const Tables& t, uint32_t gen, uint32_t gen_tag) {
+  if (auto st = prepare(t, gen, gen_tag); !st) return st;
+  flip(gen);
+  return Ok{};
+}
+
+Status Dataplane::corrupt_for_test(uint32_t gen) {
+  int fd = map_fd("pd_routes");
+  pd_route_key key{}, next{};
+  pd_route_key* cur = nullptr;
+  while (bpf_map_get_next_key(fd, cur, &next) == 0) {
+    key = next;
+    cur = &key;
+    if (key.gen != (gen & 1)) continue;
+    pd_route_val val{};
+    if (bpf_map_lookup_elem(fd, &key, &val) != 0 || val.nslots == 0) continue;
+    val.slots[0].action = val.slots[0].action == PD_ACT_ALLOW ? PD_ACT_DENY : PD_ACT_ALLOW;
+    if (bpf_map_update_elem(fd, &key, &val, BPF_EXIST) != 0)
+      return make_error(fmt::format("corrupting a route: {}", errstr(errno)));
+    return Ok{};
+  }
+  return make_error("no route to corrupt in the prepared generation");
+}
+
+void Dataplane::set_preflight_gen(uint32_t gen) { bss_->pd_preflight_gen = gen & 1; }
+
+void Dataplane::flip(uint32_t gen) {
+  // one word, after everything prepared is visible
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bss_->pd_active_gen = gen & 1;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   gen &= 1;
   if (gen == active_gen() && bss_->pd_cfg[gen].gen_tag != 0)
     return make_error("refusing to overwrite the active generation");
@@ -500,11 +564,6 @@ Status Dataplane::commit(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   cfg.max_head_bytes = t.config.max_head_bytes;
   cfg.hash_seed = t.config.hash_seed;
   bss_->pd_tables_digest[gen] = tables_digest(t);
-
-  // 3. flip: one word, after everything above is visible
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  bss_->pd_active_gen = gen;
-  std::atomic_thread_fence(std::memory_order_seq_cst);
   return Ok{};
 }
 

@@ -46,6 +46,9 @@ class Dataplane {
     std::string pin_dir;            // empty: nothing is pinned or adopted (tests)
     uint32_t max_flows = 262144;
     uint32_t accum_entries = 4096;  // concurrent partial heads
+    // Test-only: load fresh (no adoption) and have the kernel verifier reject a program,
+    // to prove a rejection reaches the operator and leaves a pinned chain enforcing.
+    bool test_verifier_reject = false;
   };
   enum class Origin { Fresh, Adopted, FlowsKept };
 
@@ -61,8 +64,18 @@ class Dataplane {
   uint32_t active_tag() const;
   uint64_t active_digest() const;
 
-  // Fill generation `gen` (must be the inactive one) with `tables` and flip to it.
+  // Fill generation `gen` (must be the inactive one) with `tables`; nothing live changes.
+  Status prepare(const Tables& tables, uint32_t gen, uint32_t gen_tag);
+  // Make a prepared generation the active one: one store.
+  void flip(uint32_t gen);
+  // prepare + flip
   Status commit(const Tables& tables, uint32_t gen, uint32_t gen_tag);
+  // Test-only: flip the action of one route in prepared generation `gen` (so preflight
+  // has a real disagreement to find).
+  Status corrupt_for_test(uint32_t gen);
+  // The program that probes a prepared generation (BPF_PROG_TEST_RUN only).
+  int preflight_prog_fd() const { return preflight_fd_; }
+  void set_preflight_gen(uint32_t gen);
   uint32_t active_gen() const;
   uint32_t inactive_gen() const { return active_gen() ^ 1; }
   uint64_t hash_seed() const { return seed_; }
@@ -106,6 +119,7 @@ class Dataplane {
   verdict_bpf* verdict_ = nullptr;
   std::map<std::string, int> maps_;  // shared maps by name (fds owned when adopted)
   int progs_[PD_STAGE_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  int preflight_fd_ = -1;
   bool own_fds_ = false;             // adopted: the fds above are ours to close
   Bss* bss_ = nullptr;               // entry's .bss (skeleton mapping, or our mmap when adopted)
   size_t bss_len_ = 0;

@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <spdlog/spdlog.h>
 
 #include "chain/compile.hpp"
+#include "chain/preflight.hpp"
 #include "config/loader.hpp"
 
 namespace policyd {
@@ -79,13 +81,32 @@ Status Daemon::apply(const config::Policy& policy) {
     spdlog::get("chain")->info("policy unchanged: generation {} stays", generation_);
     return Ok{};
   }
-  if (auto st = dp_->commit(*tables, gen, generation_ + 1); !st) return st;
+  // prepare: fill the inactive generation; nothing live changes
+  if (auto st = dp_->prepare(*tables, gen, generation_ + 1); !st) return st;
+  // test-only: POLICYD_TEST_CORRUPT_PREPARED=N corrupts the generation numbered N
+  if (const char* n = std::getenv("POLICYD_TEST_CORRUPT_PREPARED"); n && std::to_string(generation_ + 1) == n)
+    if (auto st = dp_->corrupt_for_test(gen); !st) return st;
+  // preflight: the prepared generation must agree with the policy on requests made from it
+  auto report = chain::preflight(*dp_, policy, gen);
+  if (!report) return report.error();
+  if (!report->failures.empty()) {
+    std::string detail;
+    for (const auto& f : report->failures) detail += f + "\n";
+    return make_error(fmt::format("preflight: {} of {} probes disagree with the policy; nothing was changed, "
+                                  "generation {} stays",
+                                  report->failures.size(), report->probes, generation_),
+                      detail);
+  }
+  // commit: one store
+  dp_->flip(gen);
   ++generation_;
+  last_preflight_ = report->probes;
   policy_ = policy;
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
-  spdlog::get("chain")->info("generation {} active ({} listeners, {} host patterns, {} routes; {} us)",
-                             generation_, tables->listeners.size(), tables->hosts.size(),
-                             tables->rules.size(), us.count());
+  spdlog::get("chain")->info("generation {} active ({} listeners, {} host patterns, {} routes; preflight {} probes; "
+                             "{} us)",
+                             generation_, tables->listeners.size(), tables->hosts.size(), tables->rules.size(),
+                             last_preflight_, us.count());
   return Ok{};
 }
 
@@ -104,6 +125,7 @@ int Daemon::start() {
   chain::Dataplane::Options o;
   o.pin_dir = opts_.pin_dir;
   o.max_flows = policy.limits.max_flows;
+  o.test_verifier_reject = std::getenv("POLICYD_TEST_VERIFIER_REJECT") != nullptr;
   auto dp = chain::Dataplane::load(o);
   if (!dp) {
     log_main()->error("{}", dp.error().message);
@@ -126,6 +148,7 @@ int Daemon::start() {
   }
   if (auto st = apply(policy); !st) {
     spdlog::get("chain")->error("{}", st.error().message);
+    if (!st.error().detail.empty()) spdlog::get("chain")->error("{}", st.error().detail);
     return 2;
   }
   // Only now is a chain an earlier run pinned replaced: until here it keeps enforcing,
@@ -152,7 +175,8 @@ void Daemon::reload() {
   try {
     auto policy = config::load_policy_file(opts_.config_path);
     if (auto st = apply(policy); !st)
-      spdlog::get("chain")->error("reload refused, generation {} stays: {}", generation_, st.error().message);
+      spdlog::get("chain")->error("reload refused, generation {} stays: {}\n{}", generation_, st.error().message,
+                                  st.error().detail);
     else if (auto at = attach_matching(policy); !at)
       log_main()->error("{}", at.error().message);
     else

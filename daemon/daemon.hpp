@@ -44,6 +44,7 @@ class Daemon {
   std::unique_ptr<chain::Dataplane> dp_;
   config::Policy policy_;
   uint32_t generation_ = 0;
+  size_t last_preflight_ = 0;
 };
 
 // Makes sure `pin_dir` can be created on a bpf filesystem: if its parent is /sys/fs/bpf

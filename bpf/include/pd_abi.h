@@ -92,6 +92,7 @@ enum pd_counter {
 #define PD_MAX_RULES 65536   /* routes per generation (per-rule counters) */
 #define PD_ROUTE_SLOTS 4     /* routes sharing one path key (differing only by methods) */
 #define PD_TAIL_CALL_BUDGET 33 /* the kernel's MAX_TAIL_CALL_CNT */
+#define PD_PREFLIGHT_RET 100   /* preflight probes return PD_PREFLIGHT_RET + the action */
 #define PD_RULE_NONE 0xffffffffu
 
 /* ---- listeners ---------------------------------------------------------------------- */
@@ -281,6 +282,7 @@ struct pd_ctx {
 	__u8 pipelined;    /* heads judged in this segment before this one */
 	__u8 reenter;      /* set by the verdict stage right before re-entering the entry */
 	__u8 max_pipeline; /* from the generation's config */
+	__u8 preflight;    /* a probe of a prepared generation: no replies, no counters */
 	__u64 hash_seed;
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by

@@ -19,6 +19,13 @@ PD_INLINE void pd_count(__u32 idx)
 		*v += 1;
 }
 
+/* Counting for a packet: preflight probes are not traffic, so they are not counted. */
+PD_INLINE void pd_count_ctx(struct pd_ctx *ctx, __u32 idx)
+{
+	if (!ctx->preflight)
+		pd_count(idx);
+}
+
 PD_INLINE struct pd_ctx *pd_ctx_get(void)
 {
 	__u32 zero = 0;
@@ -40,6 +47,8 @@ PD_INLINE void pd_fail(struct pd_ctx *ctx, __u8 reason)
 /* Verdict to use without running the verdict stage (no chain, missed tail call). */
 PD_INLINE int pd_fail_inline(struct pd_ctx *ctx, __u8 reason)
 {
+	if (ctx && ctx->preflight)
+		return PD_PREFLIGHT_RET + (ctx->fail_open ? PD_ACT_ALLOW : PD_ACT_DROP);
 	pd_count(PD_C_REASON_BASE + reason);
 	if (ctx && ctx->fail_open) {
 		pd_count(PD_C_FAIL_OPEN);
@@ -75,7 +84,7 @@ PD_INLINE int pd_chain_next(struct __sk_buff *skb, struct pd_ctx *ctx)
 PD_INLINE void pd_stage_enter(struct pd_ctx *ctx, __u32 stage)
 {
 	ctx->stage = stage;
-	pd_count(PD_C_STAGE_BASE + stage);
+	pd_count_ctx(ctx, PD_C_STAGE_BASE + stage);
 }
 
 /* ---- keyed FNV-1a-64, the hash of host and path tables -------------------------------

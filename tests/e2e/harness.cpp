@@ -468,12 +468,18 @@ Daemon::Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect
   start_and_wait(expect, timeout);
 }
 
-void Daemon::start_and_wait(Expect expect, Millis timeout) {
+void Daemon::start_and_wait(Expect expect, Millis timeout, const std::vector<std::string>& env) {
   const auto ready_before = count_of(log(), "ready: generation");
+  std::vector<std::string> argv;
+  if (!env.empty()) {
+    argv.push_back("env");
+    argv.insert(argv.end(), env.begin(), env.end());
+  }
+  for (const auto& a : {policyd_bin(), std::string("--config"), policy_path_, std::string("--pin-dir"), pin_dir_,
+                        std::string("--socket"), socket_path_, std::string("--log-level"), std::string("debug")})
+    argv.push_back(a);
   proc_.reset();
-  proc_.emplace(topo_.in(Role::gw, {policyd_bin(), "--config", policy_path_, "--pin-dir", pin_dir_,
-                                    "--socket", socket_path_, "--log-level", "debug"}),
-                log_path_);
+  proc_.emplace(topo_.in(Role::gw, argv), log_path_);
   const auto deadline = Clock::now() + timeout;
   if (expect == Expect::exit) {
     proc_->wait(timeout);
@@ -498,9 +504,27 @@ void Daemon::kill9() {
   }
 }
 
-void Daemon::restart(Millis timeout) {
+void Daemon::restart(Millis timeout, const std::vector<std::string>& env, Expect expect) {
   if (proc_ && proc_->running()) proc_->stop();
-  start_and_wait(Expect::ready, timeout);
+  start_and_wait(expect, timeout, env);
+}
+
+std::string Daemon::reload(std::string_view policy_yaml, Millis timeout) {
+  const std::string before = log();
+  const auto outcomes = [](const std::string& text) {
+    return count_of(text, "ready: generation") + count_of(text, "reload refused") + count_of(text, "policy unchanged");
+  };
+  const auto seen = outcomes(before);
+  write_file(policy_path_, policy_yaml);
+  ::kill(proc_->pid(), SIGHUP);
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    const std::string now = log();
+    if (outcomes(now) > seen) return now.substr(std::min(before.size(), now.size()));
+    if (Clock::now() >= deadline)
+      throw std::runtime_error(cat("policyd did not finish a reload within ", timeout.count(), " ms; its log:\n", now));
+    std::this_thread::sleep_for(50ms);
+  }
 }
 
 Daemon::~Daemon() {

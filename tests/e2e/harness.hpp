@@ -220,8 +220,12 @@ class Daemon {
   // kill -9: no chance to clean up anything (the chain must keep enforcing regardless).
   void kill9();
   // Start policyd again on the same pin dir, config and log (after stop() or kill9()),
-  // waiting (bounded) for its "ready: generation" line; throws with the log otherwise.
-  void restart(Millis timeout = 10s);
+  // waiting (bounded) for its "ready: generation" line (or its exit, with Expect::exit);
+  // throws with the log otherwise. env: extra VAR=value settings for the process.
+  void restart(Millis timeout = 10s, const std::vector<std::string>& env = {}, Expect expect = Expect::ready);
+  // Replace the policy file and send SIGHUP; waits (bounded) until the daemon logged the
+  // outcome of that reload, and returns the log lines it wrote since.
+  std::string reload(std::string_view policy_yaml, Millis timeout = 10s);
 
  private:
   struct BpfMount {  // mount -t bpf in the ctor, umount in the dtor
@@ -242,7 +246,7 @@ class Daemon {
   std::string log_path_;
   BpfMount mount_;
   Detach detach_;
-  void start_and_wait(Expect expect, Millis timeout);
+  void start_and_wait(Expect expect, Millis timeout, const std::vector<std::string>& env = {});
   const Topology& topo_;
   std::optional<Process> proc_;  // destroyed first: stop, then detach, umount, rm
 };
