@@ -12,14 +12,23 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <algorithm>
+#include <ctime>
 #include <filesystem>
+
+#include <boost/asio/post.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "chain/abi.hpp"
 #include "chain/compile.hpp"
 #include "chain/preflight.hpp"
 #include "config/loader.hpp"
+
+#ifndef POLICYD_VERSION_STRING
+#define POLICYD_VERSION_STRING "0.0.0"
+#endif
 
 namespace policyd {
 
@@ -46,7 +55,8 @@ Status ensure_bpffs(const std::string& pin_dir) {
   return make_error(fmt::format("{} is not on a bpf filesystem (mount -t bpf bpf {})", parent, parent));
 }
 
-Daemon::Daemon(DaemonOptions opts) : opts_(std::move(opts)), signals_(io_, SIGINT, SIGTERM, SIGHUP) {}
+Daemon::Daemon(DaemonOptions opts)
+    : opts_(std::move(opts)), signals_(io_, SIGINT, SIGTERM, SIGHUP), ctl_(io_, opts_.socket_path, commands_) {}
 
 Status Daemon::attach_matching(const config::Policy& policy) {
   std::vector<std::string> names;
@@ -70,44 +80,63 @@ Status Daemon::attach_matching(const config::Policy& policy) {
   return Ok{};
 }
 
-Status Daemon::apply(const config::Policy& policy) {
+Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   auto started = std::chrono::steady_clock::now();
+  ApplyReport report;
+  report.dry_run = dry_run;
   uint32_t gen = dp_->inactive_gen();
   auto tables = chain::compile(policy, gen, dp_->hash_seed());
   if (!tables) return tables.error();
+  report.warnings = tables->warnings;
+  report.plan = chain::plan(tables_, *tables);
+  report.generation = generation_;
+  auto elapsed = [&] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
+  };
+  if (dry_run) {
+    report.duration_us = elapsed();
+    return report;
+  }
   for (const auto& w : tables->warnings) spdlog::get("config")->warn("{}", w);
   if (generation_ != 0 && chain::tables_digest(*tables) == dp_->active_digest()) {
     policy_ = policy;
+    tables_ = std::move(tables.value());
+    report.plan.changes.clear();
+    report.duration_us = elapsed();
     spdlog::get("chain")->info("policy unchanged: generation {} stays", generation_);
-    return Ok{};
+    return report;
   }
   // prepare: fill the inactive generation; nothing live changes
-  if (auto st = dp_->prepare(*tables, gen, generation_ + 1); !st) return st;
+  if (auto st = dp_->prepare(*tables, gen, generation_ + 1); !st) return st.error();
   // test-only: POLICYD_TEST_CORRUPT_PREPARED=N corrupts the generation numbered N
   if (const char* n = std::getenv("POLICYD_TEST_CORRUPT_PREPARED"); n && std::to_string(generation_ + 1) == n)
-    if (auto st = dp_->corrupt_for_test(gen); !st) return st;
+    if (auto st = dp_->corrupt_for_test(gen); !st) return st.error();
   // preflight: the prepared generation must agree with the policy on requests made from it
-  auto report = chain::preflight(*dp_, policy, gen);
-  if (!report) return report.error();
-  if (!report->failures.empty()) {
+  auto pf = chain::preflight(*dp_, policy, gen);
+  if (!pf) return pf.error();
+  if (!pf->failures.empty()) {
     std::string detail;
-    for (const auto& f : report->failures) detail += f + "\n";
+    for (const auto& f : pf->failures) detail += f + "\n";
     return make_error(fmt::format("preflight: {} of {} probes disagree with the policy; nothing was changed, "
                                   "generation {} stays",
-                                  report->failures.size(), report->probes, generation_),
+                                  pf->failures.size(), pf->probes, generation_),
                       detail);
   }
   // commit: one store
   dp_->flip(gen);
   ++generation_;
-  last_preflight_ = report->probes;
+  report.generation = generation_;
+  report.preflight_probes = pf->probes;
   policy_ = policy;
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+  tables_ = std::move(tables.value());
+  applied_at_ = static_cast<int64_t>(std::time(nullptr));
+  report.duration_us = elapsed();
   spdlog::get("chain")->info("generation {} active ({} listeners, {} host patterns, {} routes; preflight {} probes; "
                              "{} us)",
-                             generation_, tables->listeners.size(), tables->hosts.size(), tables->rules.size(),
-                             last_preflight_, us.count());
-  return Ok{};
+                             generation_, tables_.listeners.size(), tables_.hosts.size(), tables_.rules.size(),
+                             report.preflight_probes, report.duration_us);
+  for (const auto& c : report.plan.changes) spdlog::get("chain")->info("  {}: {}", c.stage, c.what);
+  return report;
 }
 
 int Daemon::start() {
@@ -151,6 +180,7 @@ int Daemon::start() {
     if (!st.error().detail.empty()) spdlog::get("chain")->error("{}", st.error().detail);
     return 2;
   }
+  policy_source_ = opts_.config_path;
   // Only now is a chain an earlier run pinned replaced: until here it keeps enforcing,
   // untouched. Our filters replace its filters in place first, then our pins replace its
   // pins, so no interface ever runs a chain whose pins are gone.
@@ -164,43 +194,175 @@ int Daemon::start() {
     return 2;
   }
   dp_->release_on_exit();
+  register_commands();
+  if (auto st = ctl_.start(); !st) {
+    log_main()->error("control socket: {}", st.error().message);
+    return 2;
+  }
   log_main()->info("ready: generation {} from {}", generation_, opts_.config_path);
   sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", generation_);
   return 0;
 }
 
-void Daemon::reload() {
+control::Response Daemon::reload() {
   sd_notify(0, "RELOADING=1");
   log_main()->info("reloading {}", opts_.config_path);
+  control::Response r;
   try {
     auto policy = config::load_policy_file(opts_.config_path);
-    if (auto st = apply(policy); !st)
-      spdlog::get("chain")->error("reload refused, generation {} stays: {}\n{}", generation_, st.error().message,
-                                  st.error().detail);
-    else if (auto at = attach_matching(policy); !at)
+    auto report = apply(policy);
+    if (!report) {
+      spdlog::get("chain")->error("reload refused, generation {} stays: {}\n{}", generation_, report.error().message,
+                                  report.error().detail);
+      r = control::error_response(report.error());
+    } else if (auto at = attach_matching(policy); !at) {
       log_main()->error("{}", at.error().message);
-    else
+      r = control::error_response(at.error());
+    } else {
+      policy_source_ = opts_.config_path;
       log_main()->info("ready: generation {} from {}", generation_, opts_.config_path);
+      r.text = fmt::format("generation {}", generation_);
+      nlohmann::json changed = nlohmann::json::array();
+      for (const auto& c : report->plan.changes) changed.push_back({{"stage", c.stage}, {"what", c.what}});
+      r.arguments = {{"generation", report->generation},
+                     {"changed", changed},
+                     {"unchanged", report->plan.unchanged},
+                     {"duration_us", report->duration_us},
+                     {"dry_run", false}};
+    }
   } catch (const config::PolicyError& e) {
     spdlog::get("config")->error("reload refused, generation {} stays: {}", generation_, e.what());
+    r = control::Response{1, e.what(), nlohmann::json::object()};
   }
   sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", generation_);
+  return r;
 }
 
 void Daemon::wait_signal() {
   signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
-      reload();
+      (void)reload();
       wait_signal();
       return;
     }
     log_main()->info("signal {}: stopping; the chain stays attached and pinned at {} "
                      "(policyd --detach removes it)",
                      sig, opts_.pin_dir);
-    sd_notify(0, "STOPPING=1");
-    io_.stop();
+    stop();
   });
+}
+
+// Shutdown by cancellation: with every source closed, io_.run() returns by itself.
+void Daemon::stop() {
+  sd_notify(0, "STOPPING=1");
+  ctl_.stop();
+  boost::system::error_code ec;
+  signals_.cancel(ec);
+}
+
+void Daemon::register_commands() {
+  commands_["status"] = [this](const nlohmann::json& a) { return cmd_status(a); };
+  commands_["stats"] = [this](const nlohmann::json& a) { return cmd_stats(a); };
+  commands_["apply"] = [this](const nlohmann::json& a) { return cmd_apply(a); };
+  commands_["reload"] = [this](const nlohmann::json&) { return reload(); };
+  commands_["detach"] = [this](const nlohmann::json& a) { return cmd_detach(a); };
+}
+
+control::Response Daemon::cmd_status(const nlohmann::json&) {
+  control::Response r;
+  nlohmann::json ifs = nlohmann::json::array();
+  for (const auto& a : dp_->attachments()) ifs.push_back({{"name", a.ifname}, {"ifindex", a.ifindex}});
+  nlohmann::json stages = nlohmann::json::array();
+  for (uint32_t s : chain::kLoadedStages) {
+    bool in_chain = s == PD_STAGE_ENTRY || s == PD_STAGE_HTTP || s == PD_STAGE_VERDICT ||
+                    std::find(tables_.stages.begin(), tables_.stages.end(), s) != tables_.stages.end();
+    stages.push_back({{"name", abi::stage_name(s)}, {"prog_id", dp_->prog_id(s)}, {"in_chain", in_chain}});
+  }
+  r.arguments = {{"version", POLICYD_VERSION_STRING},
+                 {"generation", generation_},
+                 {"policy_source", policy_source_},
+                 {"pin_dir", opts_.pin_dir},
+                 {"since", applied_at_},
+                 {"interfaces", ifs},
+                 {"stages", stages}};
+  r.text = fmt::format("generation {}", generation_);
+  return r;
+}
+
+control::Response Daemon::cmd_stats(const nlohmann::json&) {
+  std::vector<uint32_t> rules;
+  for (const auto& ri : tables_.rules) rules.push_back(ri.rule);
+  auto c = dp_->read_counters(dp_->active_gen(), rules);
+  auto at = [&](unsigned i) -> uint64_t { return i < c.values.size() ? c.values[i] : 0; };
+  nlohmann::json counters = {{"packets", at(PD_C_PACKETS)},         {"fast_path", at(PD_C_FAST_PATH)},
+                             {"head_partial", at(PD_C_HEAD_PARTIAL)}, {"requests", at(PD_C_REQUESTS)},
+                             {"flows_new", at(PD_C_FLOWS_NEW)},       {"fail_open", at(PD_C_FAIL_OPEN)},
+                             {"truncated", at(PD_C_TRUNCATED)}};
+  nlohmann::json verdicts = nlohmann::json::object();
+  for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_RESET; ++a)
+    verdicts[std::string(abi::action_name(a))] = at(PD_C_VERDICT_BASE + a);
+  nlohmann::json fail = nlohmann::json::object();
+  for (unsigned r = 1; r < PD_R_MAX; ++r)
+    if (abi::reason_name(r) != "unknown") fail[std::string(abi::reason_name(r))] = at(PD_C_REASON_BASE + r);
+  nlohmann::json stages = nlohmann::json::object();
+  for (uint32_t s : chain::kLoadedStages) stages[std::string(abi::stage_name(s))] = at(PD_C_STAGE_BASE + s);
+  nlohmann::json rl = nlohmann::json::array();
+  for (const auto& ri : tables_.rules) {
+    auto hit = c.rule_hits.find(ri.rule);
+    rl.push_back({{"rule", ri.rule},
+                  {"host", ri.host_pattern},
+                  {"path", ri.path},
+                  {"action", ri.action},
+                  {"hits", hit == c.rule_hits.end() ? uint64_t{0} : hit->second}});
+  }
+  control::Response r;
+  r.arguments = {{"counters", counters}, {"verdicts", verdicts}, {"fail_mode", fail},
+                 {"stages", stages},     {"rules", rl},         {"flows", {{"max", policy_.limits.max_flows}}}};
+  return r;
+}
+
+control::Response Daemon::cmd_apply(const nlohmann::json& args) {
+  std::string text = args.value("policy", "");
+  std::string source = args.value("source", "policy");
+  bool dry_run = args.value("dry_run", false);
+  config::Policy policy;
+  try {
+    policy = config::load_policy_string(text, source);
+  } catch (const config::PolicyError& e) {
+    return control::Response{1, e.what(), nlohmann::json::object()};
+  }
+  auto report = apply(policy, dry_run);
+  if (!report) {
+    spdlog::get("chain")->error("apply refused, generation {} stays: {}", generation_, report.error().message);
+    return control::error_response(report.error());
+  }
+  if (!dry_run) {
+    if (auto at = attach_matching(policy); !at) return control::error_response(at.error());
+    policy_source_ = source;
+  }
+  nlohmann::json changed = nlohmann::json::array();
+  for (const auto& c : report->plan.changes) changed.push_back({{"stage", c.stage}, {"what", c.what}});
+  control::Response r;
+  r.arguments = {{"generation", report->generation},   {"dry_run", dry_run},
+                 {"changed", changed},                 {"unchanged", report->plan.unchanged},
+                 {"duration_us", report->duration_us}, {"warnings", report->warnings},
+                 {"preflight_probes", report->preflight_probes}};
+  r.text = dry_run ? "dry run" : fmt::format("generation {}", report->generation);
+  return r;
+}
+
+control::Response Daemon::cmd_detach(const nlohmann::json&) {
+  std::vector<std::string> names;
+  for (const auto& a : dp_->attachments()) names.push_back(a.ifname);
+  auto st = chain::Dataplane::teardown(opts_.pin_dir);
+  if (!st) return control::error_response(st.error());
+  log_main()->info("detached on request; stopping");
+  control::Response r;
+  r.arguments = {{"detached", names}, {"pin_dir", opts_.pin_dir}};
+  // nothing left to serve: stop once this answer is written
+  boost::asio::post(io_, [this] { stop(); });
+  return r;
 }
 
 void Daemon::run() {

@@ -9,7 +9,10 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "chain/dataplane.hpp"
+#include "chain/stage.hpp"
 #include "config/policy.hpp"
+#include "daemon/control.hpp"
+#include "daemon/control_server.hpp"
 
 namespace policyd {
 
@@ -18,6 +21,16 @@ struct DaemonOptions {
   std::string pin_dir;
   std::string socket_path;
   std::string metrics;
+};
+
+// What an apply did (or, dry run, would do).
+struct ApplyReport {
+  uint32_t generation = 0;
+  bool dry_run = false;
+  chain::Plan plan;
+  size_t preflight_probes = 0;
+  int64_t duration_us = 0;
+  std::vector<std::string> warnings;
 };
 
 class Daemon {
@@ -33,18 +46,28 @@ class Daemon {
   void run();
 
  private:
-  Status apply(const config::Policy& policy);
-  void reload();
+  Result<ApplyReport> apply(const config::Policy& policy, bool dry_run = false);
+  control::Response reload();
   void wait_signal();
+  void stop();
   Status attach_matching(const config::Policy& policy);
+  void register_commands();
+  control::Response cmd_status(const nlohmann::json& args);
+  control::Response cmd_stats(const nlohmann::json& args);
+  control::Response cmd_apply(const nlohmann::json& args);
+  control::Response cmd_detach(const nlohmann::json& args);
 
   DaemonOptions opts_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
+  control::Registry commands_;
+  control::ControlServer ctl_;  // after io_ and commands_: destroyed before them
   std::unique_ptr<chain::Dataplane> dp_;
   config::Policy policy_;
+  std::string policy_source_;
+  chain::Tables tables_;  // what the active generation was compiled from
   uint32_t generation_ = 0;
-  size_t last_preflight_ = 0;
+  int64_t applied_at_ = 0;  // unix seconds of the last change
 };
 
 // Makes sure `pin_dir` can be created on a bpf filesystem: if its parent is /sys/fs/bpf
