@@ -170,6 +170,9 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->max_head = cfg->max_head_bytes;
 	ctx->hash_seed = cfg->hash_seed;
 	ctx->max_pipeline = cfg->max_pipeline;
+	__u32 g = gen & 1;
+	__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
+	ctx->gen_tag = tag ? *tag : 0;
 	ctx->head_off = 0;
 	ctx->head_len = 0;
 	ctx->method = 0;

@@ -38,6 +38,11 @@ int pd_verdict(struct __sk_buff *skb)
 	if (!ctx)
 		return TC_ACT_SHOT;
 	pd_stage_enter(ctx, PD_STAGE_VERDICT);
+	/* one packet, one generation: the half it ran in must not have been refilled under it */
+	__u32 g = ctx->gen & 1;
+	__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
+	if (tag && *tag != ctx->gen_tag)
+		pd_count_ctx(ctx, PD_C_GEN_MISMATCH);
 
 	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &ctx->key);
 	__u8 action = ctx->action;

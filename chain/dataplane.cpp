@@ -14,6 +14,7 @@
 #include <cstdarg>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -206,8 +207,8 @@ const char* stage_pin_name(uint32_t stage) {
 }
 
 constexpr const char* kBssPin = "entry_bss";
-constexpr const char* kSharedMaps[] = {"pd_progs", "pd_chain",  "pd_listeners", "pd_flows",    "pd_accum",
-                                       "pd_hosts", "pd_routes", "pd_scratch",   "pd_stats",    "pd_rule_hits"};
+constexpr const char* kSharedMaps[] = {"pd_progs",  "pd_chain", "pd_gen_tags", "pd_listeners", "pd_flows",   "pd_accum",
+                                       "pd_hosts", "pd_routes", "pd_scratch", "pd_stats",    "pd_rule_hits"};
 // What survives a change of build with the same ABI: connections and their counters.
 constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats"};
 
@@ -503,12 +504,24 @@ void Dataplane::flip(uint32_t gen) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   bss_->pd_active_gen = gen & 1;
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  last_flip_ = std::chrono::steady_clock::now();
 }
 
 Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   gen &= 1;
   if (gen == active_gen() && bss_->pd_cfg[gen].gen_tag != 0)
     return make_error("refusing to overwrite the active generation");
+  // The half became inactive at the last flip; packets that entered it before that flip
+  // finish within microseconds. Wait out a grace period far longer than that before
+  // touching it, then mark it as being refilled (a straggler would see the new tag).
+  auto ready = last_flip_ + kRefillGrace;
+  if (auto now = std::chrono::steady_clock::now(); now < ready) std::this_thread::sleep_until(ready);
+  {
+    int tags = map_fd("pd_gen_tags");
+    uint32_t key = gen;
+    if (bpf_map_update_elem(tags, &key, &gen_tag, BPF_ANY) != 0)
+      return make_error(fmt::format("writing generation tag: {}", errstr(errno)));
+  }
   int listeners = map_fd("pd_listeners");
   int hosts = map_fd("pd_hosts");
   int routes = map_fd("pd_routes");

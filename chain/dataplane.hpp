@@ -8,6 +8,7 @@
 // with the same map ABI keeps the flow table and loads new programs.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -128,8 +129,12 @@ class Dataplane {
   uint64_t seed_ = 0;
   bool keep_ = false;
   bool pinned_ = false;
+  std::chrono::steady_clock::time_point last_flip_{};
   std::vector<Attachment> attached_;
 };
+
+// How long a half that just became inactive is left alone before it is refilled.
+inline constexpr std::chrono::milliseconds kRefillGrace{20};
 
 // TC handle/priority of policyd's filter: constant, so a restart replaces it in place.
 inline constexpr uint32_t kTcHandle = 0x5044;  // "PD"

@@ -298,7 +298,7 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   nlohmann::json counters = {{"packets", at(PD_C_PACKETS)},         {"fast_path", at(PD_C_FAST_PATH)},
                              {"head_partial", at(PD_C_HEAD_PARTIAL)}, {"requests", at(PD_C_REQUESTS)},
                              {"flows_new", at(PD_C_FLOWS_NEW)},       {"fail_open", at(PD_C_FAIL_OPEN)},
-                             {"truncated", at(PD_C_TRUNCATED)}};
+                             {"truncated", at(PD_C_TRUNCATED)},       {"generation_mismatch", at(PD_C_GEN_MISMATCH)}};
   nlohmann::json verdicts = nlohmann::json::object();
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_RESET; ++a)
     verdicts[std::string(abi::action_name(a))] = at(PD_C_VERDICT_BASE + a);

@@ -283,6 +283,7 @@ struct pd_ctx {
 	__u8 reenter;      /* set by the verdict stage right before re-entering the entry */
 	__u8 max_pipeline; /* from the generation's config */
 	__u8 preflight;    /* a probe of a prepared generation: no replies, no counters */
+	__u32 gen_tag;     /* pd_gen_tags[gen] when the packet entered */
 	__u64 hash_seed;
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by

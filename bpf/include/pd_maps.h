@@ -26,6 +26,16 @@ struct {
 /* The active generation and per-generation config are globals of the entry object
  * (pd_active_gen, pd_cfg[]): direct loads on the packet path, written by the controller. */
 
+/* The tag of the policy each half holds. The controller changes a half's tag before it
+ * refills that half, so a packet that started in it and is still in flight sees another tag
+ * at its verdict: counted as PD_C_GEN_MISMATCH (it must stay 0). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PD_GENERATIONS);
+	__type(key, __u32);
+	__type(value, __u32);
+} pd_gen_tags SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2048);
