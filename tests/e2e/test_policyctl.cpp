@@ -130,6 +130,20 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
     CHECK(code(env.topo, "/admin") == 200);  // nothing enforces any more
   }
 
+  SECTION("a prepared generation refused by preflight: exit 2 with the failing cases, nothing changes") {
+    env.daemon.restart(10s, {"POLICYD_TEST_CORRUPT_PREPARED=2"});
+    auto file = write_policy(dir, "p2.yaml",
+                             replace(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
+                                     "      - path: { exact: \"/healthz\" }\n        action: deny"));
+    auto r = ctl(env.daemon, {"apply", file});
+    INFO(r.out << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK((r.out + r.err).find("preflight") != std::string::npos);
+    CHECK((r.out + r.err).find("policy says") != std::string::npos);
+    CHECK(code(env.topo, "/healthz") == 200);
+    CHECK(code(env.topo, "/admin") == 403);
+  }
+
   SECTION("no daemon at the socket: exit 3") {
     auto r = run({POLICYCTL_BIN, "--socket", dir.file("none.sock"), "status"}, 10s);
     CHECK(r.exit_code == 3);

@@ -1,6 +1,7 @@
 // A daemon that stops (SIGTERM) or dies (kill -9) leaves the chain enforcing; the next
 // daemon adopts it: the same programs (prog ids unchanged for an unchanged policy), and
 // the same flow table, so an open keep-alive connection goes on being judged, not reset.
+#include <fstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -45,6 +46,11 @@ TEST_CASE("restarts keep the chain, its programs and its connections", "[restart
                             json{{"await", 2}}, json{{"sleep_ms", 2500}}, get("/api/b"), json{{"await", 3}},
                             get("/admin"), json{{"await", 4}}});
   RawClient conn(env.topo, kServerV4, steps, {"--expect", "4", "--timeout", "30"});
+  // and keep-alive load through both restarts
+  TempDir dir("restart");
+  Process wrk(env.topo.in(Role::client, {"wrk", "-t1", "-c4", "-d9s", "-H", "Host: app.example.com",
+                                         cat("http://", kServerV4, "/healthz")}),
+              dir.file("wrk.out"));
 
   std::this_thread::sleep_for(500ms);
   SECTION("SIGTERM, then kill -9") {
@@ -68,5 +74,15 @@ TEST_CASE("restarts keep the chain, its programs and its connections", "[restart
     INFO(r.json << r.err);
     CHECK(r.statuses == std::vector<int>{200, 200, 200, 403});
     CHECK_FALSE(r.reset);  // the open connection was never cut by a restart
+
+    auto done = wrk.wait(30s);
+    REQUIRE(done.has_value());
+    std::ifstream in(dir.file("wrk.out"));
+    std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(out);
+    CHECK(*done == 0);
+    CHECK(out.find(" requests in ") != std::string::npos);
+    CHECK(out.find("Non-2xx") == std::string::npos);       // no failed request
+    CHECK(out.find("Socket errors") == std::string::npos);  // no reset, no timeout
   }
 }
