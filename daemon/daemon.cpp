@@ -306,7 +306,8 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   for (unsigned r = 1; r < PD_R_MAX; ++r)
     if (abi::reason_name(r) != "unknown") fail[std::string(abi::reason_name(r))] = at(PD_C_REASON_BASE + r);
   nlohmann::json stages = nlohmann::json::object();
-  for (uint32_t s : chain::kLoadedStages) stages[std::string(abi::stage_name(s))] = at(PD_C_STAGE_BASE + s);
+  for (uint32_t s : chain::kLoadedStages)  // the entry program's runs are `packets`
+    if (s != PD_STAGE_ENTRY) stages[std::string(abi::stage_name(s))] = at(PD_C_STAGE_BASE + s);
   nlohmann::json rl = nlohmann::json::array();
   for (const auto& ri : tables_.rules) {
     auto hit = c.rule_hits.find(ri.rule);
