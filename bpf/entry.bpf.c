@@ -71,6 +71,59 @@ PD_INLINE __u32 pd_find_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u3
 	return s->end;
 }
 
+/* ---- end of a ClientHello ------------------------------------------------------------
+ * The head of a TLS connection is the ClientHello handshake message, which may span several
+ * TLS records. Returns the offset after the record holding its last byte, 0 if more bytes
+ * are needed, -1 if this is not a well-formed start of a ClientHello. */
+#define PD_TLS_RECORDS_MAX 16
+
+PD_INLINE int pd_tls_head_end(__u8 *buf, __u32 len)
+{
+	__u32 off = 0, need = 0, have = 0;
+	for (int r = 0; r < PD_TLS_RECORDS_MAX; r++) {
+		if (off + 5 > len)
+			return 0;
+		if (buf[PD_HEAD_IDX(off)] != 0x16 || buf[PD_HEAD_IDX(off + 1)] != 0x03)
+			return -1; /* not a handshake record */
+		__u32 rlen = ((__u32)buf[PD_HEAD_IDX(off + 3)] << 8) | buf[PD_HEAD_IDX(off + 4)];
+		if (rlen == 0 || rlen > 16384 + 256)
+			return -1;
+		if (r == 0) {
+			if (off + 9 > len)
+				return 0;
+			if (rlen < 4 || buf[PD_HEAD_IDX(5)] != 0x01)
+				return -1; /* not a ClientHello */
+			need = 4 + (((__u32)buf[PD_HEAD_IDX(6)] << 16) | ((__u32)buf[PD_HEAD_IDX(7)] << 8) |
+				    buf[PD_HEAD_IDX(8)]);
+			if (need > PD_HEAD_MAX)
+				return -1;
+		}
+		have += rlen;
+		off += 5 + rlen;
+		if (have >= need)
+			return off > len ? 0 : (int)off;
+		if (off >= len)
+			return 0;
+	}
+	return -1; /* more records than any client sends */
+}
+
+/* The end of the head in buf[0..len): HTTP's empty line or the end of the ClientHello. */
+PD_INLINE int pd_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u32 len)
+{
+	if (ctx->proto == PD_PROTO_TLS)
+		return pd_tls_head_end(buf, len);
+	return (int)pd_find_head_end(ctx, buf, from, len);
+}
+
+/* A complete head goes to the parser (HTTP) or straight into the chain (TLS). */
+PD_INLINE int pd_judge_head(struct __sk_buff *skb, struct pd_ctx *ctx)
+{
+	if (ctx->proto == PD_PROTO_TLS)
+		return pd_chain_next(skb, ctx);
+	return pd_tail(skb, ctx, PD_STAGE_HTTP);
+}
+
 /* Copy len payload bytes at skb offset off into buf[pos..]. buf is PD_HEAD_MAX + SLACK
  * long; pos < PD_HEAD_MAX and each piece <= PD_COPY_CHUNK keeps every write in bounds. */
 PD_INLINE int pd_copy_in(struct __sk_buff *skb, __u32 off, __u8 *buf, __u32 pos, __u32 len)
@@ -170,6 +223,8 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->max_head = cfg->max_head_bytes;
 	ctx->hash_seed = cfg->hash_seed;
 	ctx->max_pipeline = cfg->max_pipeline;
+	ctx->missing_sni = cfg->missing_sni;
+	ctx->has_sni = 0;
 	__u32 g = gen & 1;
 	__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
 	ctx->gen_tag = tag ? *tag : 0;
@@ -376,7 +431,12 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
 		acc->len = old_len + add;
 		__u32 from = old_len > 2 ? old_len - 2 : 0;
-		__u32 end = pd_find_head_end(ctx, acc->buf, from, acc->len);
+		int end = pd_head_end(ctx, acc->buf, from, acc->len);
+		if (end < 0) {
+			bpf_map_delete_elem(&pd_accum, &p.key);
+			f->accumulating = 0;
+			return pd_early_fail(skb, ctx, PD_R_BAD_TLS);
+		}
 		if (!end) {
 			if (acc->len >= max_head) {
 				bpf_map_delete_elem(&pd_accum, &p.key);
@@ -393,7 +453,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		/* offset of the head's first byte relative to this segment (negative: earlier) */
 		ctx->head_off = ctx->head.start_seq - p.seq;
 		ctx->head_len = end;
-		return pd_tail(skb, ctx, PD_STAGE_HTTP);
+		return pd_judge_head(skb, ctx);
 	}
 
 	/* The head starts inside this segment at next_seq. */
@@ -411,7 +471,9 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	ctx->head.start_seq = f->next_seq;
 	ctx->head.len = take;
 	ctx->head_off = start;
-	__u32 end = pd_find_head_end(ctx, ctx->head.buf, 0, take);
+	int end = pd_head_end(ctx, ctx->head.buf, 0, take);
+	if (end < 0)
+		return pd_early_fail(skb, ctx, PD_R_BAD_TLS);
 	if (!end) {
 		if (take >= max_head)
 			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
@@ -422,7 +484,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		return TC_ACT_OK;
 	}
 	ctx->head_len = end;
-	return pd_tail(skb, ctx, PD_STAGE_HTTP);
+	return pd_judge_head(skb, ctx);
 }
 
 SEC("tc")

@@ -24,6 +24,7 @@ std::string_view reason_name(unsigned reason) {
     case PD_R_FRAGMENT: return "ip_fragment";
     case PD_R_BAD_PACKET: return "bad_packet";
     case PD_R_TOO_MANY_REQUESTS: return "pipeline_cut";
+    case PD_R_BAD_TLS: return "bad_client_hello";
   }
   return "unknown";
 }

@@ -16,7 +16,7 @@ static_assert(sizeof(pd_config) == 24);
 static_assert(sizeof(pd_flow_key) == 40);
 static_assert(sizeof(pd_flow) == 40);
 static_assert(sizeof(pd_host_key) == 16);
-static_assert(sizeof(pd_host_val) == 8 + PD_PATTERN_MAX / 8 + PD_PATTERN_MAX);
+static_assert(sizeof(pd_host_val) == 16 + PD_PATTERN_MAX / 8 + PD_PATTERN_MAX);
 static_assert(sizeof(pd_route_key) == 24);
 static_assert(sizeof(pd_route_slot) == 16);
 static_assert(sizeof(pd_route_val) == 8 + 16 * PD_ROUTE_SLOTS + PD_PATTERN_MAX);

@@ -36,7 +36,7 @@ uint8_t action_of(Action action) {
 }
 
 bool stage_implemented(StageKind kind) {
-  return kind == StageKind::Host || kind == StageKind::Path;
+  return kind == StageKind::Sni || kind == StageKind::Host || kind == StageKind::Path;
 }
 
 namespace {
@@ -55,10 +55,6 @@ Status EntryStage::compile(const config::Policy& policy, uint32_t gen, uint64_t,
   t.config.max_head_bytes = policy.limits.max_head_bytes;
   for (size_t i = 0; i < policy.listeners.size(); ++i) {
     const auto& l = policy.listeners[i];
-    if (l.protocol == config::Protocol::Tls)
-      return make_error(fmt::format("{}: listener '{}': tls listeners need the sni stage, which this "
-                                    "build does not implement yet",
-                                    where(l.loc), l.name));
     for (const auto& other : t.listeners)
       if (other.key.port == l.port)
         return make_error(fmt::format("{}: listener '{}': port {} is already used by listener {}; "
@@ -68,7 +64,7 @@ Status EntryStage::compile(const config::Policy& policy, uint32_t gen, uint64_t,
     e.key.gen = gen;
     e.key.port = l.port;
     e.val.id = static_cast<uint16_t>(i);
-    e.val.proto = PD_PROTO_HTTP;
+    e.val.proto = l.protocol == config::Protocol::Tls ? PD_PROTO_TLS : PD_PROTO_HTTP;
     if (l.address) {
       e.val.addr_family = static_cast<uint8_t>(l.address->family);
       e.val.prefix_len = static_cast<uint8_t>(l.address->prefix_len);
@@ -82,6 +78,53 @@ Status EntryStage::compile(const config::Policy& policy, uint32_t gen, uint64_t,
 Status VerdictStage::compile(const config::Policy& policy, uint32_t, uint64_t, Tables& t) const {
   t.config.default_action = action_of(policy.default_action);
   t.config.fail_open = policy.fail_mode == config::FailMode::Open ? 1 : 0;
+  return Ok{};
+}
+
+namespace {
+
+// A pattern ("name", "*.suffix", "*") as a name-table key kind (host kinds; sni adds its
+// offset) and the name stored for verification.
+std::pair<uint32_t, std::string> pattern_kind(const std::string& m) {
+  if (m == "*") return {PD_HOST_ANY, ""};
+  if (m.rfind("*.", 0) == 0) return {PD_HOST_WILD, m.substr(2)};
+  return {PD_HOST_EXACT, m};
+}
+
+}  // namespace
+
+Status SniStage::compile(const config::Policy& policy, uint32_t gen, uint64_t seed, Tables& t) const {
+  t.config.missing_sni = action_of(policy.missing_sni);
+  for (size_t i = 0; i < policy.sni.size(); ++i) {
+    const auto& rule = policy.sni[i];
+    auto [kind, name] = pattern_kind(rule.match);
+    if (name.size() >= PD_PATTERN_MAX)
+      return make_error(fmt::format("{}: sni pattern '{}' is too long", where(rule.loc), rule.match));
+    HostEntry e{};
+    e.key.gen = gen;
+    e.key.kind = kind + PD_SNI_KIND_OFFSET;
+    e.key.hash = kind == PD_HOST_ANY ? 0 : hash_reverse(seed, name);
+    e.val.host_id = static_cast<uint32_t>(i);
+    e.val.action = action_of(rule.action);
+    e.val.name_len = static_cast<uint32_t>(name.size());
+    std::memcpy(e.val.name, name.data(), name.size());
+    bool dup = false;
+    for (const auto& other : t.hosts)
+      if (other.key.kind == e.key.kind && other.key.hash == e.key.hash) dup = true;
+    if (dup) {
+      t.warnings.push_back(fmt::format("{}: sni pattern '{}' already appears in an earlier rule, which wins",
+                                       where(rule.loc), rule.match));
+      continue;
+    }
+    t.hosts.push_back(e);
+    RuleInfo info;
+    info.rule = PD_MAX_RULES - 1 - static_cast<uint32_t>(i);
+    info.host_index = static_cast<uint32_t>(i);
+    info.host_pattern = rule.match;
+    info.path = "sni";
+    info.action = std::string(config::to_string(rule.action));
+    t.rules.push_back(info);
+  }
   return Ok{};
 }
 
@@ -198,6 +241,7 @@ const std::vector<std::unique_ptr<Stage>>& stages() {
   static const std::vector<std::unique_ptr<Stage>> all = [] {
     std::vector<std::unique_ptr<Stage>> v;
     v.push_back(std::make_unique<EntryStage>());
+    v.push_back(std::make_unique<SniStage>());
     v.push_back(std::make_unique<HostStage>());
     v.push_back(std::make_unique<PathStage>());
     v.push_back(std::make_unique<VerdictStage>());
@@ -221,8 +265,6 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
                                           "in this build yet",
                                           where(r.loc), kind == StageKind::Jwt ? "jwt" : "ratelimit",
                                           config::to_string(kind)));
-      if (kind == StageKind::Sni && !policy.sni.empty())
-        t.warnings.push_back("the sni stage is not implemented in this build yet; its rules have no listener to act on");
       continue;
     }
     t.stages.push_back(stage_of(kind));
@@ -283,8 +325,24 @@ std::string EntryStage::diff(const Tables& a, const Tables& b) const {
   return join(parts);
 }
 
+std::vector<HostEntry> of_kinds(const std::vector<HostEntry>& all, bool sni) {
+  std::vector<HostEntry> out;
+  for (const auto& e : all)
+    if ((e.key.kind > PD_HOST_ANY) == sni) out.push_back(e);
+  return out;
+}
+
 std::string HostStage::diff(const Tables& a, const Tables& b) const {
-  return diff_entries<HostEntry, pd_host_key>(a.hosts, b.hosts, "host patterns:");
+  return diff_entries<HostEntry, pd_host_key>(of_kinds(a.hosts, false), of_kinds(b.hosts, false), "host patterns:");
+}
+
+std::string SniStage::diff(const Tables& a, const Tables& b) const {
+  std::vector<std::string> parts{
+      diff_entries<HostEntry, pd_host_key>(of_kinds(a.hosts, true), of_kinds(b.hosts, true), "sni rules:")};
+  if (a.config.missing_sni != b.config.missing_sni)
+    parts.push_back(fmt::format("missing_sni {} -> {}", abi::action_name(a.config.missing_sni),
+                                abi::action_name(b.config.missing_sni)));
+  return join(parts);
 }
 
 std::string PathStage::diff(const Tables& a, const Tables& b) const {

@@ -25,6 +25,7 @@
 #include "host.skel.h"
 #include "http.skel.h"
 #include "path.skel.h"
+#include "sni.skel.h"
 #include "verdict.skel.h"
 
 namespace policyd::chain {
@@ -125,6 +126,7 @@ Status load_stage(Skel*& skel, Skel* (*open)(), int (*load)(Skel*), bpf_object* 
 
 bpf_object* http_obj(http_bpf* s) { return s->obj; }
 bpf_object* host_obj(host_bpf* s) { return s->obj; }
+bpf_object* sni_obj(sni_bpf* s) { return s->obj; }
 bpf_object* path_obj(path_bpf* s) { return s->obj; }
 bpf_object* verdict_obj(verdict_bpf* s) { return s->obj; }
 
@@ -160,6 +162,7 @@ uint64_t Dataplane::build_id() {
     uint64_t h = 0xcbf29ce484222325ULL;
     h = elf_hash<entry_bpf>(h, entry_bpf__elf_bytes);
     h = elf_hash<http_bpf>(h, http_bpf__elf_bytes);
+    h = elf_hash<sni_bpf>(h, sni_bpf__elf_bytes);
     h = elf_hash<host_bpf>(h, host_bpf__elf_bytes);
     h = elf_hash<path_bpf>(h, path_bpf__elf_bytes);
     h = elf_hash<verdict_bpf>(h, verdict_bpf__elf_bytes);
@@ -199,6 +202,7 @@ const char* stage_pin_name(uint32_t stage) {
   switch (stage) {
     case PD_STAGE_ENTRY: return "prog_entry";
     case PD_STAGE_HTTP: return "prog_http";
+    case PD_STAGE_SNI: return "prog_sni";
     case PD_STAGE_HOST: return "prog_host";
     case PD_STAGE_PATH: return "prog_path";
     case PD_STAGE_VERDICT: return "prog_verdict";
@@ -364,6 +368,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   }
   bpf_object* owner = entry_->obj;
   if (auto st = load_stage(http_, http_bpf__open, http_bpf__load, http_obj, owner, "http"); !st) return st;
+  if (auto st = load_stage(sni_, sni_bpf__open, sni_bpf__load, sni_obj, owner, "sni"); !st) return st;
   if (auto st = load_stage(host_, host_bpf__open, host_bpf__load, host_obj, owner, "host"); !st) return st;
   if (auto st = load_stage(path_, path_bpf__open, path_bpf__load, path_obj, owner, "path"); !st) return st;
   if (auto st = load_stage(verdict_, verdict_bpf__open, verdict_bpf__load, verdict_obj, owner, "verdict"); !st)
@@ -376,6 +381,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   progs_[PD_STAGE_ENTRY] = bpf_program__fd(entry_->progs.pd_entry);
   preflight_fd_ = bpf_program__fd(entry_->progs.pd_preflight);
   progs_[PD_STAGE_HTTP] = bpf_program__fd(http_->progs.pd_http);
+  progs_[PD_STAGE_SNI] = bpf_program__fd(sni_->progs.pd_sni);
   progs_[PD_STAGE_HOST] = bpf_program__fd(host_->progs.pd_host);
   progs_[PD_STAGE_PATH] = bpf_program__fd(path_->progs.pd_path);
   progs_[PD_STAGE_VERDICT] = bpf_program__fd(verdict_->progs.pd_verdict);
@@ -410,6 +416,7 @@ Dataplane::~Dataplane() {
   if (verdict_) verdict_bpf__destroy(verdict_);
   if (path_) path_bpf__destroy(path_);
   if (host_) host_bpf__destroy(host_);
+  if (sni_) sni_bpf__destroy(sni_);
   if (http_) http_bpf__destroy(http_);
   if (entry_) entry_bpf__destroy(entry_);
 }
@@ -575,6 +582,7 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   cfg.first_stage = t.config.first_stage;
   cfg.max_pipeline = t.config.max_pipeline;
   cfg.max_head_bytes = t.config.max_head_bytes;
+  cfg.missing_sni = t.config.missing_sni;
   cfg.hash_seed = t.config.hash_seed;
   bss_->pd_tables_digest[gen] = tables_digest(t);
   return Ok{};

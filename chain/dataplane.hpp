@@ -20,6 +20,7 @@
 
 struct entry_bpf;
 struct http_bpf;
+struct sni_bpf;
 struct host_bpf;
 struct path_bpf;
 struct verdict_bpf;
@@ -38,7 +39,7 @@ struct Attachment {
 };
 
 // The stages this build loads, in PROG_ARRAY slot order within a generation.
-inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP, PD_STAGE_HOST, PD_STAGE_PATH,
+inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP, PD_STAGE_SNI, PD_STAGE_HOST, PD_STAGE_PATH,
                                              PD_STAGE_VERDICT};
 
 class Dataplane {
@@ -115,6 +116,7 @@ class Dataplane {
   Origin origin_ = Origin::Fresh;
   entry_bpf* entry_ = nullptr;
   http_bpf* http_ = nullptr;
+  sni_bpf* sni_ = nullptr;
   host_bpf* host_ = nullptr;
   path_bpf* path_ = nullptr;
   verdict_bpf* verdict_ = nullptr;

@@ -31,6 +31,14 @@ class EntryStage final : public Stage {
   std::string diff(const Tables& from, const Tables& to) const override;
 };
 
+// sni: TLS server_name rules (exact, *.suffix, *) with their actions, and missing_sni.
+class SniStage final : public Stage {
+ public:
+  uint32_t id() const override { return PD_STAGE_SNI; }
+  Status compile(const config::Policy&, uint32_t gen, uint64_t seed, Tables& out) const override;
+  std::string diff(const Tables& from, const Tables& to) const override;
+};
+
 // host: host patterns (exact, *.suffix, *), each with the prefix lengths its routes use.
 class HostStage final : public Stage {
  public:

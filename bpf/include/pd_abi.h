@@ -62,6 +62,7 @@ enum pd_reason {
 	PD_R_FRAGMENT = 17,          /* IP fragment of listener traffic */
 	PD_R_BAD_PACKET = 18,        /* truncated or inconsistent L3/L4 headers on a listener */
 	PD_R_TOO_MANY_REQUESTS = 19, /* more pipelined heads in one segment than can be judged */
+	PD_R_BAD_TLS = 20,           /* not TLS, not a ClientHello, or lengths that do not add up */
 	PD_R_MAX = 24,
 };
 
@@ -121,6 +122,8 @@ struct pd_config {
 	__u8 first_stage;     /* first chain stage after the head parser (or VERDICT) */
 	__u8 max_pipeline;    /* heads one segment may have judged within the tail-call budget */
 	__u32 max_head_bytes;
+	__u8 missing_sni;     /* pd_action for a ClientHello without server_name */
+	__u8 pad[3];
 	__u64 hash_seed;      /* seed of the host/path hashes of this generation */
 };
 
@@ -174,7 +177,11 @@ struct pd_accum {
 };
 
 /* ---- host table (HASH): key = hash of the normalized name or of "*." suffix ----------- */
-enum pd_host_kind { PD_HOST_EXACT = 1, PD_HOST_WILD = 2, PD_HOST_ANY = 3 };
+enum pd_host_kind {
+	PD_HOST_EXACT = 1, PD_HOST_WILD = 2, PD_HOST_ANY = 3,  /* hosts: (HTTP authority) */
+	PD_SNI_EXACT = 4, PD_SNI_WILD = 5, PD_SNI_ANY = 6,     /* sni: rules (TLS server_name) */
+};
+#define PD_SNI_KIND_OFFSET 3 /* PD_SNI_x = PD_HOST_x + 3 */
 
 struct pd_host_key {
 	__u32 gen;
@@ -183,8 +190,10 @@ struct pd_host_key {
 };
 
 struct pd_host_val {
-	__u32 host_id;        /* index of the host entry in the policy (first match wins) */
+	__u32 host_id;        /* index of the host entry (or sni rule) in the policy: first match wins */
 	__u32 name_len;
+	__u32 action;         /* sni rules: pd_action */
+	__u32 pad;
 	__u8 prefix_lens[PD_PATTERN_MAX / 8]; /* bit L set: a prefix route of this host has length L */
 	__u8 name[PD_PATTERN_MAX];         /* the pattern itself, compared on a hash hit */
 };
@@ -284,6 +293,8 @@ struct pd_ctx {
 	__u8 max_pipeline; /* from the generation's config */
 	__u8 preflight;    /* a probe of a prepared generation: no replies, no counters */
 	__u32 gen_tag;     /* pd_gen_tags[gen] when the packet entered */
+	__u8 missing_sni;  /* from the generation's config */
+	__u8 has_sni;      /* the ClientHello carried server_name */
 	__u64 hash_seed;
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by

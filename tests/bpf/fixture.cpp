@@ -57,8 +57,8 @@ Outcome Fixture::run(const Packet& p) {
   return o;
 }
 
-Conn::Conn(Fixture& fx, int family, uint16_t sport, int vlan)
-    : fx_(fx), family_(family), vlan_(vlan), sport_(sport ? sport : g_port++) {}
+Conn::Conn(Fixture& fx, int family, uint16_t sport, int vlan, uint16_t dport)
+    : fx_(fx), family_(family), vlan_(vlan), sport_(sport ? sport : g_port++), dport_(dport) {}
 
 Packet Conn::base() const {
   Packet p;
@@ -69,6 +69,7 @@ Packet Conn::base() const {
     p.dst = "2001:db8:5::2";
   }
   p.sport = sport_;
+  p.dport = dport_;
   p.ack = srv_;
   return p;
 }

@@ -43,7 +43,7 @@ class Fixture {
 // One TCP connection's client side: the SYN, then segments with advancing sequence numbers.
 class Conn {
  public:
-  Conn(Fixture& fx, int family = 4, uint16_t sport = 0, int vlan = -1);
+  Conn(Fixture& fx, int family = 4, uint16_t sport = 0, int vlan = -1, uint16_t dport = 80);
   Outcome syn();
   Outcome send(const std::string& data);                     // next in-order segment
   Outcome send_at(uint32_t rel_seq, const std::string& data);  // relative to the first data byte
@@ -54,7 +54,7 @@ class Conn {
  private:
   Fixture& fx_;
   int family_, vlan_;
-  uint16_t sport_;
+  uint16_t sport_, dport_;
   uint32_t isn_ = 100000, next_ = 100001, srv_ = 700001;
 };
 

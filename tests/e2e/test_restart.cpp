@@ -16,7 +16,7 @@ namespace {
 // prog id of every pinned stage program
 std::map<std::string, int> prog_ids(const Daemon& d) {
   std::map<std::string, int> ids;
-  for (const char* name : {"prog_entry", "prog_http", "prog_host", "prog_path", "prog_verdict"}) {
+  for (const char* name : {"prog_entry", "prog_http", "prog_sni", "prog_host", "prog_path", "prog_verdict"}) {
     auto r = run({"bpftool", "-j", "prog", "show", "pinned", cat(d.pin_dir(), "/", name)}, 5s);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
