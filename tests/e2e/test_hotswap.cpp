@@ -1,6 +1,6 @@
 // Hot swap under load: while keep-alive load and long-lived connections run, 100 applies
 // alternate between policies that each change a different stage (routes, host patterns,
-// default action). Every request that both policies allow succeeds — no failed request,
+// default action, head limit) or insert a stage into the chain and remove it again. Every request that both policies allow succeeds — no failed request,
 // no reset, the long-lived connections still open — and no packet ever sees a half that was
 // refilled under it. Apply latencies are printed (for the record), never asserted.
 #include <algorithm>
@@ -47,6 +47,8 @@ TEST_CASE("100 applies under load drop nothing that both policies allow", "[hots
       {"host", replace(base, "match: \"app.example.com\"", "match: [\"app.example.com\", \"alias.example.com\"]")},
       {"verdict", replace(base, "default_action: deny", "default_action: drop")},
       {"entry", replace(base, "fail_mode: closed", "fail_mode: closed\nlimits:\n  max_head_bytes: 4096")},
+      // a stage inserted into the chain (and removed again by the next variant)
+      {"chain", replace(base, "chain: [host, path]", "chain: [sni, host, path]")},
   };
   std::vector<std::string> files;
   for (size_t i = 0; i < variants.size(); ++i) {
@@ -113,7 +115,7 @@ TEST_CASE("100 applies under load drop nothing that both policies allow", "[hots
     long_lived += r.statuses.size();
   }
   // every stage the variants change was really swapped, and never under a packet
-  for (const char* stage : {"path", "host", "verdict", "entry"}) CHECK(changed_stages[stage] > 0);
+  for (const char* stage : {"path", "host", "verdict", "entry", "chain"}) CHECK(changed_stages[stage] > 0);
   auto stats = run({POLICYCTL_BIN, "--socket", env.daemon.socket_path(), "-o", "json", "stats"}, 10s);
   REQUIRE(stats.exit_code == 0);
   CHECK(parse_reply(stats.out)["counters"]["generation_mismatch"] == 0);
