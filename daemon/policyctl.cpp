@@ -67,19 +67,22 @@ int check_policy(const std::string& file, bool as_json, bool report_success) {
         std::fprintf(stderr, "%s\n", tables.error().message.c_str());
       return kInvalid;
     }
+    size_t routes = 0;
+    for (const auto& h : policy.hosts) routes += h.routes.size();
     if (!report_success) return kDone;
     if (as_json) {
       json out{{"valid", true},
                {"file", file},
                {"listeners", policy.listeners.size()},
                {"hosts", policy.hosts.size()},
-               {"routes", tables->rules.size()},
+               {"routes", routes},
+               {"sni_rules", policy.sni.size()},
                {"warnings", tables->warnings}};
       std::puts(out.dump().c_str());
     } else {
       for (const auto& w : tables->warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
-      std::printf("%s: valid (%zu listeners, %zu hosts, %zu routes)\n", file.c_str(), policy.listeners.size(),
-                  policy.hosts.size(), tables->rules.size());
+      std::printf("%s: valid (%zu listeners, %zu hosts, %zu routes, %zu sni rules)\n", file.c_str(),
+                  policy.listeners.size(), policy.hosts.size(), routes, policy.sni.size());
     }
     return kDone;
   } catch (const policyd::config::PolicyError& e) {

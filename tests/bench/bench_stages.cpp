@@ -28,6 +28,7 @@ namespace {
 
 // The policy measured: the shipped example (so the figures are for a policy users start from).
 const char* kPolicyFile = POLICYD_SOURCE_DIR "/config/examples/http-basic.yaml";
+const char* kTlsPolicyFile = POLICYD_SOURCE_DIR "/config/examples/tls-basic.yaml";
 
 struct Run {
   double ns = 0;
@@ -159,6 +160,68 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // ---- TLS: a second dataplane with the shipped TLS example
+  auto tls_dp = chain::Dataplane::load(opts);
+  if (!tls_dp) {
+    std::fprintf(stderr, "%s\n", tls_dp.error().message.c_str());
+    return 1;
+  }
+  {
+    auto tls_policy = config::load_policy_file(kTlsPolicyFile);
+    uint32_t g = (*tls_dp)->active_gen() ^ 1;
+    auto t = chain::compile(tls_policy, g, (*tls_dp)->hash_seed());
+    if (!t || !(*tls_dp)->commit(*t, g, 1)) {
+      std::fprintf(stderr, "cannot commit the TLS bench policy\n");
+      return 1;
+    }
+  }
+  int tls_fd = (*tls_dp)->entry_prog_fd();
+  int tls_flows = (*tls_dp)->map_fd("pd_flows");
+  Packet tsyn;
+  tsyn.dport = 443;
+  tsyn.sport = 40200;
+  tsyn.flags = test::kSyn;
+  tsyn.seq = 999;
+  tsyn.ack = 0;
+  test_run(tls_fd, tsyn.build(), 1);
+  pd_flow_key tkey = key;
+  tkey.sport = htons(40200);
+  tkey.dport = htons(443);
+  pd_flow tfresh{};
+  if (bpf_map_lookup_elem(tls_flows, &tkey, &tfresh) != 0) {
+    std::fprintf(stderr, "TLS bench flow missing\n");
+    return 1;
+  }
+  Packet hello1 = tsyn;
+  hello1.flags = test::kAck | test::kPsh;
+  hello1.seq = 1000;
+  hello1.payload = test::client_hello(test::Hello{.sni = "www.example.com"});
+  test::Hello big;
+  big.sni = "www.example.com";
+  big.key_share = 1216;
+  big.padding = 400;
+  big.sni_last = true;
+  std::string big_hello = test::client_hello(big);
+  Packet seg1 = hello1, seg2 = hello1;
+  seg1.payload = big_hello.substr(0, 1400);
+  seg2.seq = 1000 + 1400;
+  seg2.payload = big_hello.substr(1400);
+  auto one_seg = hello1.build(), s1 = seg1.build(), s2 = seg2.build();
+  if (test_run(tls_fd, one_seg, 1).retval != 0) {
+    std::fprintf(stderr, "bench TLS policy does not allow www.example.com\n");
+    return 1;
+  }
+  auto tls_single = [&](const std::vector<uint8_t>* before, const std::vector<uint8_t>& pkt) {
+    std::vector<double> ns;
+    ns.reserve(static_cast<size_t>(singles));
+    for (int i = 0; i < singles; ++i) {
+      bpf_map_update_elem(tls_flows, &tkey, &tfresh, BPF_EXIST);
+      if (before) test_run(tls_fd, *before, 1);
+      ns.push_back(test_run(tls_fd, pkt, 1).ns);
+    }
+    return median(ns);
+  };
+
   std::vector<BenchResult> results;
   auto measure = [&](const std::string& name, std::function<double()> subject, std::function<double()> base) {
     std::vector<double> s, b;
@@ -177,7 +240,14 @@ int main(int argc, char** argv) {
   measure("first segment of an allowed GET (host+path)", [&] { return run_single(entry_fd, first_pkt, true); },
           [&] { return run_single(empty_fd, first_pkt, false); });
 
-  std::printf("policyd HTTP dataplane, BPF_PROG_TEST_RUN (%s: %d rounds; repeat %u, single-shot medians of %d)\n",
+  measure("TLS ClientHello in one segment (sni)", [&] { return tls_single(nullptr, one_seg); },
+          [&] { return run_single(empty_fd, one_seg, false); });
+  measure("TLS ClientHello, 2nd of two segments (sni)", [&] { return tls_single(&s1, s2); },
+          [&] { return run_single(empty_fd, s2, false); });
+  measure("TLS ClientHello, 1st of two segments (kept)", [&] { return tls_single(nullptr, s1); },
+          [&] { return run_single(empty_fd, s1, false); });
+
+  std::printf("policyd dataplane, BPF_PROG_TEST_RUN (%s: %d rounds; repeat %u, single-shot medians of %d)\n",
               quick ? "quick" : "full", rounds, repeat, singles);
   std::printf("%-46s %10s %16s %10s %8s\n", "case", "ns/packet", "spread", "empty ns", "ratio");
   for (const auto& r : results)

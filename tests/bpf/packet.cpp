@@ -148,4 +148,85 @@ TcpView parse(const std::vector<uint8_t>& f) {
   return v;
 }
 
+namespace {
+
+void put_be16(std::string& s, size_t v) {
+  s.push_back(static_cast<char>(v >> 8));
+  s.push_back(static_cast<char>(v));
+}
+
+std::string ext(uint16_t type, const std::string& body) {
+  std::string e;
+  put_be16(e, type);
+  put_be16(e, body.size());
+  return e + body;
+}
+
+
+}  // namespace
+
+std::string client_hello(const Hello& h, size_t* sni_at) {
+  std::string exts;
+  std::string sni_ext;
+  if (h.sni) {
+    std::string list;
+    list.push_back(0);  // host_name
+    put_be16(list, h.sni->size());
+    list += *h.sni;
+    std::string body;
+    put_be16(body, list.size());
+    sni_ext = ext(0x0000, body + list);
+  }
+  std::string ks_entry;
+  put_be16(ks_entry, 0x11ec);  // a hybrid post-quantum group id
+  put_be16(ks_entry, h.key_share);
+  ks_entry += std::string(h.key_share, '\x42');
+  std::string ks;
+  put_be16(ks, ks_entry.size());
+  ks += ks_entry;
+  std::vector<std::string> list = {
+      ext(0x0a0a, ""),                               // GREASE
+      ext(0x002b, std::string("\x02\x03\x04", 3)),    // supported_versions
+      ext(0x000a, std::string("\x00\x04\x11\xec\x00\x1d", 6)),
+      ext(0x000d, std::string("\x00\x02\x04\x03", 4)),
+      ext(0x0033, ks),                               // key_share
+      ext(0x0010, std::string("\x00\x03\x02h2", 5)),  // ALPN
+  };
+  size_t pos = h.sni_last ? list.size() : 1;
+  if (h.padding && !h.sni_last) throw std::logic_error("padding goes with sni_last in these tests");
+  size_t before = 0;
+  for (size_t i = 0; i < pos; ++i) before += list[i].size();
+  if (h.sni) list.insert(list.begin() + static_cast<long>(pos), sni_ext);
+  if (h.two_sni) list.push_back(sni_ext);
+  if (h.padding) list.insert(list.begin() + 1, ext(0x0015, std::string(h.padding, '\0')));
+  for (const auto& e : list) exts += e;
+
+  std::string body = std::string("\x03\x03", 2) + std::string(32, '\x11');
+  body.push_back(32);
+  body += std::string(32, '\x22');
+  body += std::string("\x00\x06\x13\x01\x13\x02\x13\x03", 8);
+  body += std::string("\x01\x00", 2);
+  std::string ex_len;
+  put_be16(ex_len, exts.size());
+  size_t ext_start_in_body = body.size() + 2;
+  body += ex_len + exts;
+  std::string hs;
+  hs.push_back(0x01);
+  hs.push_back(static_cast<char>(body.size() >> 16));
+  put_be16(hs, body.size() & 0xffff);
+  hs += body;
+  // records
+  std::string out;
+  size_t per = (hs.size() + static_cast<size_t>(h.records) - 1) / static_cast<size_t>(h.records);
+  for (size_t off = 0; off < hs.size(); off += per) {
+    std::string frag = hs.substr(off, per);
+    out += std::string("\x16\x03\x01", 3);
+    put_be16(out, frag.size());
+    out += frag;
+  }
+  if (sni_at && h.sni && h.records == 1)
+    *sni_at = 5 + 4 + ext_start_in_body + before + 4 + 2 + 1 + 2;
+  return out;
+}
+
 }  // namespace policyd::test

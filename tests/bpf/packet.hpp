@@ -7,6 +7,8 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,5 +44,19 @@ struct TcpView {
 };
 
 TcpView parse(const std::vector<uint8_t>& frame);
+
+// A TLS 1.3-style ClientHello (GREASE, supported_versions, groups, signature algorithms,
+// key_share, ALPN, optional padding), in one or several TLS records.
+struct Hello {
+  std::optional<std::string> sni = "api.example.com";
+  size_t key_share = 32;
+  bool sni_last = false;
+  int records = 1;
+  bool two_sni = false;
+  size_t padding = 0;  // a padding extension (browsers pad to ~2 KB); only with sni_last
+};
+
+// The bytes; *sni_at (single record only) is the offset of the name within them.
+std::string client_hello(const Hello& h, size_t* sni_at = nullptr);
 
 }  // namespace policyd::test
