@@ -389,7 +389,7 @@ static long hostnorm_cb(__u32 k, struct pd_cb *cb)
 		return 0;
 	} else if (s->v6_done) {
 		s->reason = PD_R_BAD_HOST;
-	} else if (!((c >= 'a' && c <= 'z') || pd_is_digit(c) || c == '-' || c == '.' || c == '_')) {
+	} else if (!pd_is_name_char(c)) {
 		s->reason = PD_R_BAD_HOST;
 	}
 	if (s->reason)

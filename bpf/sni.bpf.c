@@ -116,7 +116,7 @@ static long sninorm_cb(__u32 k, struct pd_cb *cb)
 	if (k >= s->n || s->bad)
 		return 1;
 	__u8 c = pd_lower(ctx->head.buf[PD_HEAD_IDX(s->off + k)]);
-	if (!((c >= 'a' && c <= 'z') || pd_is_digit(c) || c == '-' || c == '.' || c == '_')) {
+	if (!pd_is_name_char(c)) {
 		s->bad = 1;
 		return 1;
 	}

@@ -307,29 +307,22 @@ Status Dataplane::adopt(const std::string& dir) {
     origin_ = Origin::FlowsKept;
     return Ok{};
   }
-  for (uint32_t stage : kLoadedStages) {
-    int fd = bpf_obj_get((dir + "/" + stage_pin_name(stage)).c_str());
-    if (fd < 0) {
-      int e = errno;
-      for (uint32_t s : kLoadedStages)
-        if (progs_[s] >= 0) close(progs_[s]), progs_[s] = -1;
-      close_all();
-      munmap(mem, info.value_size);
-      close(bfd);
-      return make_error(fmt::format("{}/{}: {}", dir, stage_pin_name(stage), errstr(e)));
-    }
-    progs_[stage] = fd;
-  }
-  preflight_fd_ = bpf_obj_get((dir + "/prog_preflight").c_str());
-  if (preflight_fd_ < 0) {
+  auto give_up = [&](const std::string& what) -> Status {
     int e = errno;
     for (uint32_t s : kLoadedStages)
       if (progs_[s] >= 0) close(progs_[s]), progs_[s] = -1;
     close_all();
     munmap(mem, info.value_size);
     close(bfd);
-    return make_error(fmt::format("{}/prog_preflight: {}", dir, errstr(e)));
+    return make_error(fmt::format("{}/{}: {}", dir, what, errstr(e)));
+  };
+  for (uint32_t stage : kLoadedStages) {
+    int fd = bpf_obj_get((dir + "/" + stage_pin_name(stage)).c_str());
+    if (fd < 0) return give_up(stage_pin_name(stage));
+    progs_[stage] = fd;
   }
+  preflight_fd_ = bpf_obj_get((dir + "/prog_preflight").c_str());
+  if (preflight_fd_ < 0) return give_up("prog_preflight");
   maps_ = std::move(maps);
   own_fds_ = true;
   bss_ = bss;

@@ -125,6 +125,12 @@ PD_INLINE int pd_hexval(__u8 c)
 	return -1;
 }
 
+/* a byte of a (lower-cased) host name as policies may name it */
+PD_INLINE int pd_is_name_char(__u8 c)
+{
+	return (c >= 'a' && c <= 'z') || pd_is_digit(c) || c == '-' || c == '.' || c == '_';
+}
+
 /* RFC 9110 tchar */
 PD_INLINE int pd_is_tchar(__u8 c)
 {

@@ -107,6 +107,13 @@ inline std::string logged(std::string_view method, std::string_view target) {
 }
 
 // Everything a test needs, declared in the order that tears it down correctly.
+// `text` with its first `from` replaced by `to` (a policy variant); throws if absent.
+inline std::string edit_policy(std::string text, const std::string& from, const std::string& to) {
+  auto at = text.find(from);
+  if (at == std::string::npos) throw std::runtime_error(cat("policy text has no '", from, "'"));
+  return text.replace(at, from.size(), to);
+}
+
 struct Env {
   explicit Env(std::string_view policy) : daemon(topo, policy) {}
   Topology topo;

@@ -12,15 +12,9 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string replace(std::string s, const std::string& from, const std::string& to) {
-  auto at = s.find(from);
-  if (at == std::string::npos) throw std::runtime_error(cat("policy text has no '", from, "'"));
-  return s.replace(at, from.size(), to);
-}
-
 // the default policy, but /healthz is denied
 std::string healthz_denied() {
-  return replace(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
+  return edit_policy(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
                  "      - path: { exact: \"/healthz\" }\n        action: deny");
 }
 
@@ -50,7 +44,7 @@ TEST_CASE("a refused change leaves the running generation enforcing", "[apply]")
   REQUIRE(code(env.topo, "/admin") == 403);
 
   SECTION("an invalid policy file") {
-    auto out = env.daemon.reload(replace(http_policy(), "action: deny", "action: permit"));
+    auto out = env.daemon.reload(edit_policy(http_policy(), "action: deny", "action: permit"));
     INFO(out);
     CHECK(out.find("reload refused, generation 1 stays") != std::string::npos);
     CHECK(out.find("policy.yaml:") != std::string::npos);  // file:line:col

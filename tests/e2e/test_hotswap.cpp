@@ -18,12 +18,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string replace(std::string s, const std::string& from, const std::string& to) {
-  auto at = s.find(from);
-  if (at == std::string::npos) throw std::runtime_error(cat("policy text has no '", from, "'"));
-  return s.replace(at, from.size(), to);
-}
-
 std::string slurp(const std::string& path) {
   std::ifstream in(path);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -42,13 +36,13 @@ TEST_CASE("100 applies under load drop nothing that both policies allow", "[hots
   TempDir dir("hotswap");
   // each variant changes one stage; every one of them allows /healthz and /api/
   const std::vector<std::pair<std::string, std::string>> variants = {
-      {"path", replace(base, "      - path: { prefix: \"/admin\" }",
+      {"path", edit_policy(base, "      - path: { prefix: \"/admin\" }",
                        "      - path: { prefix: \"/newdeny/\" }\n        action: deny\n      - path: { prefix: \"/admin\" }")},
-      {"host", replace(base, "match: \"app.example.com\"", "match: [\"app.example.com\", \"alias.example.com\"]")},
-      {"verdict", replace(base, "default_action: deny", "default_action: drop")},
-      {"entry", replace(base, "fail_mode: closed", "fail_mode: closed\nlimits:\n  max_head_bytes: 4096")},
+      {"host", edit_policy(base, "match: \"app.example.com\"", "match: [\"app.example.com\", \"alias.example.com\"]")},
+      {"verdict", edit_policy(base, "default_action: deny", "default_action: drop")},
+      {"entry", edit_policy(base, "fail_mode: closed", "fail_mode: closed\nlimits:\n  max_head_bytes: 4096")},
       // a stage inserted into the chain (and removed again by the next variant)
-      {"chain", replace(base, "chain: [host, path]", "chain: [sni, host, path]")},
+      {"chain", edit_policy(base, "chain: [host, path]", "chain: [sni, host, path]")},
   };
   std::vector<std::string> files;
   for (size_t i = 0; i < variants.size(); ++i) {

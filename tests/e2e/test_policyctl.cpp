@@ -23,12 +23,6 @@ std::string write_policy(const TempDir& dir, const std::string& name, const std:
   return path;
 }
 
-std::string replace(std::string s, const std::string& from, const std::string& to) {
-  auto at = s.find(from);
-  if (at == std::string::npos) throw std::runtime_error(cat("policy text has no '", from, "'"));
-  return s.replace(at, from.size(), to);
-}
-
 int code(const Topology& topo, const char* path) { return curl(topo, cat("http://app.example.com", path)).http_code; }
 
 }  // namespace
@@ -55,7 +49,7 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
 
   SECTION("apply changes only what changed, and the next request sees it") {
     auto file = write_policy(dir, "p2.yaml",
-                             replace(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
+                             edit_policy(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
                                      "      - path: { exact: \"/healthz\" }\n        action: deny"));
     auto dry = ctl(env.daemon, {"-o", "json", "apply", "--dry-run", file});
     INFO(dry.out << dry.err);
@@ -79,7 +73,7 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
   }
 
   SECTION("an invalid file: exit 1 with file:line:col, the running policy stays") {
-    auto file = write_policy(dir, "bad.yaml", replace(http_policy(), "action: deny", "action: permit"));
+    auto file = write_policy(dir, "bad.yaml", edit_policy(http_policy(), "action: deny", "action: permit"));
     auto r = ctl(env.daemon, {"apply", file});
     INFO(r.out << r.err);
     CHECK(r.exit_code == 1);
@@ -107,7 +101,7 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
 
   SECTION("reload re-reads the config file") {
     std::ofstream(env.daemon.policy_path())
-        << replace(http_policy(), "      - path: { prefix: \"/admin\" }\n        action: deny",
+        << edit_policy(http_policy(), "      - path: { prefix: \"/admin\" }\n        action: deny",
                    "      - path: { prefix: \"/admin\" }\n        action: allow");
     auto r = ctl(env.daemon, {"reload"});
     INFO(r.out << r.err);
@@ -133,7 +127,7 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
   SECTION("a prepared generation refused by preflight: exit 2 with the failing cases, nothing changes") {
     env.daemon.restart(10s, {"POLICYD_TEST_CORRUPT_PREPARED=2"});
     auto file = write_policy(dir, "p2.yaml",
-                             replace(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
+                             edit_policy(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
                                      "      - path: { exact: \"/healthz\" }\n        action: deny"));
     auto r = ctl(env.daemon, {"apply", file});
     INFO(r.out << r.err);
