@@ -160,7 +160,7 @@ TEST_CASE("policyctl validate needs no daemon", "[policyctl]") {
   TempDir dir;
   auto r = policyctl(dir, "--socket /nonexistent/policyd.sock validate " + kExample);
   CHECK(r.code == 0);
-  CHECK(r.out == kExample + ": valid (1 listeners, 2 hosts, 5 routes)\n");
+  CHECK(r.out == kExample + ": valid (1 listeners, 2 hosts, 5 routes, 0 sni rules)\n");
 
   r = policyctl(dir, "validate " + kBroken);
   CHECK(r.code == 1);

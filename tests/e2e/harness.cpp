@@ -705,3 +705,145 @@ std::string http_request(std::string_view method, std::string_view target, std::
 }
 
 }  // namespace policyd::e2e
+
+// ===========================================================================
+// TLS fixtures and clients (see the TLS block at the end of harness.hpp). Added as
+// one block, after everything above.
+namespace policyd::e2e {
+
+TlsBackend::TlsBackend(const Topology& topo) : topo_(topo), dir_("nginx-tls") {
+  chmod(dir_.path().c_str(), 0755);
+  auto r = run({backend_script(), "start-tls", topo_.name(), dir_.path()}, 30s);
+  if (r.exit_code != 0) {
+    run({backend_script(), "stop", topo_.name(), dir_.path()}, 30s);
+    throw std::runtime_error(
+        cat("nginx-backend start-tls failed (", r.exit_code, "):\n", r.out, r.err));
+  }
+}
+
+TlsBackend::~TlsBackend() { run({backend_script(), "stop", topo_.name(), dir_.path()}, 30s); }
+
+std::vector<std::string> TlsBackend::access_log() const {
+  auto lines = split_lines(read_file(dir_.file("access.log")));
+  std::erase_if(lines, [](const std::string& l) { return l.find(kSyncPath) != std::string::npos; });
+  return lines;
+}
+
+std::vector<std::string> TlsBackend::lines_with(std::string_view needle) const {
+  auto lines = access_log();
+  std::erase_if(lines, [&](const std::string& l) { return l.find(needle) == std::string::npos; });
+  return lines;
+}
+
+void TlsBackend::sync() const {
+  const std::string path = cat(kSyncPath, "tls-", ++sync_seq_);
+  const std::string url = cat("http://", kServerV4, path);
+  auto r = topo_.exec(Role::gw,
+                      {"curl", "-sS", "--max-time", "3", "-o", "/dev/null", "-H",
+                       "Host: e2e-sync.invalid", url},
+                      10s);
+  if (r.exit_code != 0) throw std::runtime_error(cat("sync request to nginx failed: ", r.err));
+  const std::string needle = cat("\"GET ", path, " HTTP/1.1\"");
+  const auto deadline = Clock::now() + 2s;
+  while (read_file(dir_.file("access.log")).find(needle) == std::string::npos) {
+    if (Clock::now() >= deadline) throw std::runtime_error(cat("nginx did not log ", path));
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+std::string TlsBackend::error_log() const { return read_file(dir_.file("error.log")); }
+
+int server_established_on(const Topology& topo, int port) {
+  auto r = topo.exec(Role::server, {"ss", "-Htn", "state", "established", cat("( sport = :", port, " )")},
+                     10s);
+  if (r.exit_code != 0) throw std::runtime_error(cat("ss failed: ", r.err));
+  return static_cast<int>(split_lines(r.out).size());
+}
+
+int wait_server_established_on(const Topology& topo, int port, int want, Millis timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    int n = server_established_on(topo, port);
+    if (n == want || Clock::now() >= deadline) return n;
+    std::this_thread::sleep_for(50ms);
+  }
+}
+
+SClientResult s_client(const Topology& topo, std::string_view address,
+                       const std::optional<std::string>& servername,
+                       const std::vector<std::string>& extra_args, Millis timeout) {
+  const std::string host = address.find(':') != std::string_view::npos
+                               ? cat("[", address, "]")
+                               : std::string(address);
+  std::vector<std::string> argv{"openssl", "s_client", "-connect", cat(host, ":", kTlsPort), "-brief"};
+  if (servername) {
+    argv.push_back("-servername");
+    argv.push_back(*servername);
+  } else {
+    argv.push_back("-noservername");
+  }
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  const auto start = Clock::now();
+  auto r = topo.exec(Role::client, argv, timeout);
+  SClientResult res;
+  res.elapsed = std::chrono::duration_cast<Millis>(Clock::now() - start);
+  res.exit_code = r.exit_code;
+  res.timed_out = r.timed_out;
+  res.out = r.out;
+  res.err = r.err;
+  const std::string all = r.out + r.err;
+  res.handshake = all.find("CONNECTION ESTABLISHED") != std::string::npos;
+  static constexpr std::string_view kProto = "Protocol version: ";
+  if (auto at = all.find(kProto); at != std::string::npos) {
+    auto end = all.find('\n', at);
+    res.protocol = all.substr(at + kProto.size(),
+                              end == std::string::npos ? std::string::npos : end - at - kProto.size());
+  }
+  return res;
+}
+
+nlohmann::json client_hello(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"python3", source_dir() + "/tests/e2e/clienthello.py"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = run(argv, 20s);
+  if (r.exit_code != 0 || r.timed_out)
+    throw std::runtime_error(cat("clienthello.py exited ", r.exit_code, ": ", r.err));
+  try {
+    return nlohmann::json::parse(r.out);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(cat("clienthello.py printed no JSON: ", r.out, r.err));
+  }
+}
+
+std::vector<std::string> raw_tls_args() {
+  return {"--port", std::to_string(kTlsPort), "--raw", "--idle-ms", "500", "--timeout", "8"};
+}
+
+RawResult raw_tls(const Topology& topo, std::string_view host, const nlohmann::json& steps,
+                  const std::vector<std::string>& extra_args) {
+  auto args = raw_tls_args();
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  return raw_client(topo, host, steps, args);
+}
+
+std::string raw_head_hex(const RawResult& r) {
+  try {
+    auto j = nlohmann::json::parse(r.json);
+    if (j.contains("head_hex") && j["head_hex"].is_string()) return j["head_hex"].get<std::string>();
+  } catch (const std::exception&) {
+  }
+  return {};
+}
+
+bool got_server_hello(const RawResult& r) {
+  const std::string h = raw_head_hex(r);
+  // record: type 0x16, version 0x03 0x0x, length; handshake type 0x02 (ServerHello)
+  return h.size() >= 12 && h.compare(0, 4, "1603") == 0 && h.compare(10, 2, "02") == 0;
+}
+
+bool got_tls_alert(const RawResult& r) {
+  const std::string h = raw_head_hex(r);
+  return h.size() >= 6 && h.compare(0, 4, "1503") == 0;
+}
+
+}  // namespace policyd::e2e

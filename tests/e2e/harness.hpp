@@ -326,3 +326,82 @@ std::string http_request(std::string_view method, std::string_view target, std::
                          std::string_view body = {}, std::string_view extra_headers = {});
 
 }  // namespace policyd::e2e
+
+// ===========================================================================
+// TLS fixtures and clients (tests/e2e/test_tls.cpp). Added as one block, after
+// everything above; nothing above depends on it.
+namespace policyd::e2e {
+
+inline constexpr int kTlsPort = 443;
+
+// nginx in the server namespace in TLS mode (scripts/lib/nginx-backend start-tls):
+// the same plain port 80 server as Backend, plus port 443 on IPv4 and IPv6 (TLS 1.2
+// and 1.3, a self-signed P-256 certificate made at start into dir()/tls.crt) that
+// answers every request with 200 "tls ok <SNI> <uri>\n" (<SNI>: $ssl_server_name as
+// the client sent it, empty without one). Declare it where Backend would go.
+class TlsBackend {
+ public:
+  explicit TlsBackend(const Topology& topo);
+  ~TlsBackend();
+  TlsBackend(const TlsBackend&) = delete;
+  TlsBackend& operator=(const TlsBackend&) = delete;
+
+  // access.log, one line per request; plain requests as Backend's, TLS requests as
+  //   <msec> <client> conn=<n>#<k> "<request line>" host=<host> status=<s> len=<bytes> sni=<SNI or -> tls=<protocol>
+  // Sync requests are left out. (A handshake that never carried a request logs nothing.)
+  std::vector<std::string> access_log() const;
+  std::vector<std::string> lines_with(std::string_view needle) const;
+  // As Backend::sync(): a plain request from the gateway namespace, then a bounded wait
+  // until nginx logged it; every request that reached nginx before it is logged by then.
+  void sync() const;
+
+  const std::string& dir() const { return dir_.path(); }
+  std::string error_log() const;
+
+ private:
+  const Topology& topo_;
+  TempDir dir_;
+  mutable int sync_seq_ = 0;
+};
+
+// ESTABLISHED TCP connections on the server's local port `port` (443 for TLS).
+int server_established_on(const Topology& topo, int port);
+// Polls (bounded) until server_established_on(port) == want; returns the last count seen.
+int wait_server_established_on(const Topology& topo, int port, int want, Millis timeout = 2s);
+
+// `openssl s_client -connect ADDRESS:443 -brief` from the client namespace, stdin from
+// /dev/null (so it closes right after the handshake), with `-servername NAME`, or
+// `-noservername` when servername is nullopt.
+struct SClientResult {
+  int exit_code = -1;      // 0 after a completed handshake; 1 when it failed (a reset
+                           // shows as "errno=104" in err)
+  bool timed_out = false;  // killed at the timeout (e.g. a dropped connection)
+  bool handshake = false;  // "CONNECTION ESTABLISHED" was printed
+  std::string protocol;    // "Protocol version:" it printed ("TLSv1.3"), if any
+  std::string out;
+  std::string err;
+  Millis elapsed{0};
+};
+SClientResult s_client(const Topology& topo, std::string_view address,
+                       const std::optional<std::string>& servername,
+                       const std::vector<std::string>& extra_args = {}, Millis timeout = 10s);
+
+// Runs tests/e2e/clienthello.py (on the host; it only prints) with args and parses its
+// stdout as JSON. Throws with its stderr if it fails or prints no JSON. Use it with
+// --format steps, --format info, --split-around-sni K or --split-at-sni-edges K.
+nlohmann::json client_hello(const std::vector<std::string>& args);
+
+// rawclient.py options for a TLS conversation on port 443: --port 443 --raw
+// --idle-ms 500 --timeout 8 (give them to RawClient together with more options).
+std::vector<std::string> raw_tls_args();
+// raw_client() against host:443 with raw_tls_args() + extra_args.
+RawResult raw_tls(const Topology& topo, std::string_view host, const nlohmann::json& steps,
+                  const std::vector<std::string>& extra_args = {});
+// First bytes the server sent (hex, at most 64 bytes) from a --raw summary.
+std::string raw_head_hex(const RawResult& r);
+// The server's first record is a handshake record holding a ServerHello (16 03 0x .. .. 02).
+bool got_server_hello(const RawResult& r);
+// The server's first record is a TLS alert (15 03 0x).
+bool got_tls_alert(const RawResult& r);
+
+}  // namespace policyd::e2e

@@ -38,6 +38,11 @@ Output (stdout, one JSON object):
   local        the client's "address port"
 Exit status: 0 when it connected (whatever happened later), 1 on connect failure,
 2 on bad arguments.
+
+--raw (for non-HTTP protocols such as TLS): received bytes are not parsed as HTTP
+(statuses and responses stay empty, every byte is trailing, await steps and
+--expect never complete) and the summary also has
+  head_hex     the first 64 bytes received, in hex
 """
 
 import argparse
@@ -158,11 +163,14 @@ class Conn:
         self.send_error = None
         self.timed_out = False
         self.last_rx = time.monotonic()
+        self.raw = False  # --raw: do not parse HTTP
 
     def ended(self):
         return self.closed or self.reset
 
     def responses(self):
+        if self.raw:
+            return [], 0
         return parse_responses(self.buf, self.ended())
 
     def count(self):
@@ -315,6 +323,8 @@ def main():
     ap.add_argument("--idle-ms", type=float, default=1500,
                     help="stop after this long without data (default 1500)")
     ap.add_argument("--timeout", type=float, default=10, help="total deadline in seconds (default 10)")
+    ap.add_argument("--raw", action="store_true",
+                    help="do not parse HTTP; report bytes, reset, close and head_hex only")
     args = ap.parse_args()
 
     if not 0 < args.timeout <= MAX_TIMEOUT_S:
@@ -340,6 +350,7 @@ def main():
     sock.settimeout(None)
     local = sock.getsockname()
     conn = Conn(sock, time.monotonic() + args.timeout)
+    conn.raw = args.raw
 
     steps_done = run_steps(conn, steps, pause_s, await_s)
 
@@ -358,7 +369,7 @@ def main():
 
     responses, used = conn.responses()
     sock.close()
-    print(json.dumps({
+    summary = {
         "connected": True,
         "local": f"{local[0]} {local[1]}",
         "statuses": [r.status for r in responses],
@@ -370,7 +381,10 @@ def main():
         "bytes": len(conn.buf),
         "trailing": len(conn.buf) - used,
         "steps_done": steps_done,
-    }))
+    }
+    if args.raw:
+        summary["head_hex"] = conn.buf[:64].hex()
+    print(json.dumps(summary))
     return 0
 
 
