@@ -84,19 +84,21 @@ PD_INLINE int pd_tls_head_end(__u8 *buf, __u32 len)
 		if (off + 5 > len)
 			return 0;
 		if (buf[PD_HEAD_IDX(off)] != 0x16 || buf[PD_HEAD_IDX(off + 1)] != 0x03)
-			return -1; /* not a handshake record */
+			return -PD_R_NOT_TLS; /* not a handshake record */
 		__u32 rlen = ((__u32)buf[PD_HEAD_IDX(off + 3)] << 8) | buf[PD_HEAD_IDX(off + 4)];
 		if (rlen == 0 || rlen > 16384 + 256)
-			return -1;
+			return -PD_R_TLS_LENGTH;
 		if (r == 0) {
 			if (off + 9 > len)
 				return 0;
-			if (rlen < 4 || buf[PD_HEAD_IDX(5)] != 0x01)
-				return -1; /* not a ClientHello */
+			if (buf[PD_HEAD_IDX(5)] != 0x01)
+				return -PD_R_TLS_NOT_HELLO;
+			if (rlen < 4)
+				return -PD_R_TLS_LENGTH;
 			need = 4 + (((__u32)buf[PD_HEAD_IDX(6)] << 16) | ((__u32)buf[PD_HEAD_IDX(7)] << 8) |
 				    buf[PD_HEAD_IDX(8)]);
 			if (need > PD_HEAD_MAX)
-				return -1;
+				return -PD_R_TLS_LENGTH;
 		}
 		have += rlen;
 		off += 5 + rlen;
@@ -105,7 +107,7 @@ PD_INLINE int pd_tls_head_end(__u8 *buf, __u32 len)
 		if (off >= len)
 			return 0;
 	}
-	return -1; /* more records than any client sends */
+	return -PD_R_TLS_LENGTH; /* more records than any client sends */
 }
 
 /* The end of the head in buf[0..len): HTTP's empty line or the end of the ClientHello. */
@@ -435,7 +437,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		if (end < 0) {
 			bpf_map_delete_elem(&pd_accum, &p.key);
 			f->accumulating = 0;
-			return pd_early_fail(skb, ctx, PD_R_BAD_TLS);
+			return pd_early_fail(skb, ctx, (__u8)-end);
 		}
 		if (!end) {
 			if (acc->len >= max_head) {
@@ -473,7 +475,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	ctx->head_off = start;
 	int end = pd_head_end(ctx, ctx->head.buf, 0, take);
 	if (end < 0)
-		return pd_early_fail(skb, ctx, PD_R_BAD_TLS);
+		return pd_early_fail(skb, ctx, (__u8)-end);
 	if (!end) {
 		if (take >= max_head)
 			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);

@@ -59,7 +59,7 @@ struct exts { /* lives in ctx->work */
 	__u32 sni_off;
 	__u32 sni_len;
 	__u8 sni_seen;
-	__u8 bad;
+	__u8 bad;       /* a pd_reason */
 	__u8 done;
 };
 
@@ -74,23 +74,23 @@ static long ext_cb(__u32 i, struct pd_cb *cb)
 		return 1;
 	}
 	if (e->p + 4 > e->end) {
-		e->bad = 1;
+		e->bad = PD_R_TLS_LENGTH;
 		return 1;
 	}
 	__u32 type = rd16(ctx, e->p), len = rd16(ctx, e->p + 2);
 	if (e->p + 4 + len > e->end) {
-		e->bad = 1;
+		e->bad = PD_R_TLS_LENGTH;
 		return 1;
 	}
 	if (type == 0) { /* server_name (RFC 6066): a list holding one host_name */
 		__u32 list = rd16(ctx, e->p + 4);
 		if (e->sni_seen || len < 5 || list != len - 2 || rd8(ctx, e->p + 6) != 0) {
-			e->bad = 1; /* two server_name extensions, or a list that does not add up */
+			e->bad = PD_R_TLS_BAD_SNI; /* two server_name extensions, or a list that does not add up */
 			return 1;
 		}
 		__u32 n = rd16(ctx, e->p + 7);
 		if (n == 0 || n + 3 > list) {
-			e->bad = 1;
+			e->bad = PD_R_TLS_BAD_SNI;
 			return 1;
 		}
 		e->sni_seen = 1;
@@ -146,9 +146,9 @@ PD_INLINE int normalize_sni(struct pd_ctx *ctx, __u32 off, __u32 n)
 	return 0;
 }
 
-PD_INLINE int bad_hello(struct __sk_buff *skb, struct pd_ctx *ctx)
+PD_INLINE int bad_hello(struct __sk_buff *skb, struct pd_ctx *ctx, __u8 reason)
 {
-	pd_fail(ctx, PD_R_BAD_TLS);
+	pd_fail(ctx, reason);
 	return pd_tail(skb, ctx, PD_STAGE_VERDICT);
 }
 
@@ -164,7 +164,7 @@ int pd_sni(struct __sk_buff *skb)
 
 	__u32 held = ctx->head_len;
 	if (held < 9 || held > PD_HEAD_MAX)
-		return bad_hello(skb, ctx);
+		return bad_hello(skb, ctx, PD_R_TLS_LENGTH);
 	__u32 first_end = 5 + rd16(ctx, 3);
 	__u32 hs_end = 9 + ((rd8(ctx, 6) << 16) | rd16(ctx, 7)); /* after the handshake message */
 	if (hs_end > first_end) {
@@ -176,32 +176,32 @@ int pd_sni(struct __sk_buff *skb)
 		struct pd_cb cb = { .ctx = ctx };
 		bpf_loop(PD_HEAD_MAX, compact_cb, &cb, 0);
 		if (c->bad || c->dst < hs_end)
-			return bad_hello(skb, ctx);
+			return bad_hello(skb, ctx, PD_R_TLS_LENGTH);
 	} else if (hs_end < first_end) {
-		return bad_hello(skb, ctx); /* bytes after the ClientHello in its record */
+		return bad_hello(skb, ctx, PD_R_TLS_LENGTH); /* bytes after the ClientHello in its record */
 	}
 
 	/* client_version(2) random(32) session_id cipher_suites compression_methods */
 	__u32 p = 9 + 2 + 32;
 	__u32 sid = rd8(ctx, p);
 	if (sid > 32)
-		return bad_hello(skb, ctx);
+		return bad_hello(skb, ctx, PD_R_TLS_LENGTH);
 	p += 1 + sid;
 	__u32 cs = rd16(ctx, p);
 	if (cs < 2 || (cs & 1))
-		return bad_hello(skb, ctx);
+		return bad_hello(skb, ctx, PD_R_TLS_LENGTH);
 	p += 2 + cs;
 	__u32 comp = rd8(ctx, p);
 	if (comp < 1)
-		return bad_hello(skb, ctx);
+		return bad_hello(skb, ctx, PD_R_TLS_LENGTH);
 	p += 1 + comp;
 	if (p > hs_end)
-		return bad_hello(skb, ctx);
+		return bad_hello(skb, ctx, PD_R_TLS_LENGTH);
 
 	__u8 has_sni = 0;
 	if (p < hs_end) {
 		if (p + 2 > hs_end || p + 2 + rd16(ctx, p) != hs_end)
-			return bad_hello(skb, ctx); /* the extensions must fill the message exactly */
+			return bad_hello(skb, ctx, PD_R_TLS_LENGTH); /* the extensions must fill the message exactly */
 		struct exts *e = (struct exts *)ctx->work;
 		__builtin_memset(e, 0, sizeof(*e));
 		e->p = p + 2;
@@ -209,10 +209,10 @@ int pd_sni(struct __sk_buff *skb)
 		struct pd_cb cb = { .ctx = ctx };
 		bpf_loop(PD_TLS_EXTENSIONS_MAX, ext_cb, &cb, 0);
 		if (e->bad || !e->done)
-			return bad_hello(skb, ctx);
+			return bad_hello(skb, ctx, e->bad ? e->bad : PD_R_TLS_LENGTH);
 		if (e->sni_seen) {
 			if (normalize_sni(ctx, e->sni_off, e->sni_len) < 0)
-				return bad_hello(skb, ctx);
+				return bad_hello(skb, ctx, PD_R_TLS_BAD_SNI);
 			has_sni = 1;
 		}
 	}

@@ -24,7 +24,10 @@ std::string_view reason_name(unsigned reason) {
     case PD_R_FRAGMENT: return "ip_fragment";
     case PD_R_BAD_PACKET: return "bad_packet";
     case PD_R_TOO_MANY_REQUESTS: return "pipeline_cut";
-    case PD_R_BAD_TLS: return "bad_client_hello";
+    case PD_R_NOT_TLS: return "not_tls";
+    case PD_R_TLS_NOT_HELLO: return "not_client_hello";
+    case PD_R_TLS_LENGTH: return "client_hello_lengths";
+    case PD_R_TLS_BAD_SNI: return "bad_server_name";
   }
   return "unknown";
 }

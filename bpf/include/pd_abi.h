@@ -62,7 +62,10 @@ enum pd_reason {
 	PD_R_FRAGMENT = 17,          /* IP fragment of listener traffic */
 	PD_R_BAD_PACKET = 18,        /* truncated or inconsistent L3/L4 headers on a listener */
 	PD_R_TOO_MANY_REQUESTS = 19, /* more pipelined heads in one segment than can be judged */
-	PD_R_BAD_TLS = 20,           /* not TLS, not a ClientHello, or lengths that do not add up */
+	PD_R_NOT_TLS = 20,           /* a TLS listener's first bytes are not a handshake record */
+	PD_R_TLS_NOT_HELLO = 21,     /* the handshake is not a ClientHello */
+	PD_R_TLS_LENGTH = 22,        /* ClientHello lengths that do not add up (records, fields, extensions) */
+	PD_R_TLS_BAD_SNI = 23,       /* server_name malformed, repeated, or not a host name */
 	PD_R_MAX = 24,
 };
 

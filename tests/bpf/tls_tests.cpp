@@ -156,31 +156,32 @@ TEST_CASE("browser-sized ClientHellos: a 1.2 KB key_share before the name, two s
 TEST_CASE("malformed ClientHellos get the fail mode", "[sni]") {
   Fixture fx(kPolicy);
   std::string good = client_hello(Hello{});
-  auto expect_fail = [&](const std::string& bytes, const char* what) {
+  // each malformation is counted under its own reason
+  auto expect_fail = [&](const std::string& bytes, const char* what, unsigned reason) {
     INFO(what);
     Conn c = tls(fx);
     c.syn();
     auto o = c.send(bytes);
     CHECK(o.refused());
-    CHECK(o.reason(PD_R_BAD_TLS) == 1);
+    CHECK(o.reason(reason) == 1);
   };
-  expect_fail("GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n", "not TLS on a TLS listener");
+  expect_fail("GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n", "not TLS on a TLS listener", PD_R_NOT_TLS);
   std::string app = good;
   app[0] = 0x17;
-  expect_fail(app, "not a handshake record");
+  expect_fail(app, "not a handshake record", PD_R_NOT_TLS);
   std::string sh = good;
   sh[5] = 0x02;
-  expect_fail(sh, "a ServerHello, not a ClientHello");
+  expect_fail(sh, "a ServerHello, not a ClientHello", PD_R_TLS_NOT_HELLO);
   std::string short_hs = good;
   short_hs[8] = static_cast<char>(short_hs[8] - 10);  // handshake shorter than its record
-  expect_fail(short_hs, "handshake length does not match the record");
+  expect_fail(short_hs, "handshake length does not match the record", PD_R_TLS_LENGTH);
   std::string bad_ext = good;
   bad_ext[bad_ext.size() - 6] = '\x7f';  // the last extension (ALPN) claims more bytes than there are
-  expect_fail(bad_ext, "truncated extension");
+  expect_fail(bad_ext, "truncated extension", PD_R_TLS_LENGTH);
   Hello two;
   two.two_sni = true;
-  expect_fail(client_hello(two), "two server_name extensions");
+  expect_fail(client_hello(two), "two server_name extensions", PD_R_TLS_BAD_SNI);
   Hello bad_name;
   bad_name.sni = "api example.com";
-  expect_fail(client_hello(bad_name), "a space in the name");
+  expect_fail(client_hello(bad_name), "a space in the name", PD_R_TLS_BAD_SNI);
 }
