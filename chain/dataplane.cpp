@@ -494,7 +494,22 @@ Status Dataplane::corrupt_for_test(uint32_t gen) {
       return make_error(fmt::format("corrupting a route: {}", errstr(errno)));
     return Ok{};
   }
-  return make_error("no route to corrupt in the prepared generation");
+  // no route: an sni rule's action instead
+  fd = map_fd("pd_hosts");
+  pd_host_key hkey{}, hnext{};
+  pd_host_key* hcur = nullptr;
+  while (bpf_map_get_next_key(fd, hcur, &hnext) == 0) {
+    hkey = hnext;
+    hcur = &hkey;
+    if (hkey.gen != (gen & 1) || hkey.kind <= PD_SNI_KIND_OFFSET) continue;
+    pd_host_val val{};
+    if (bpf_map_lookup_elem(fd, &hkey, &val) != 0) continue;
+    val.action = val.action == PD_ACT_ALLOW ? PD_ACT_DENY : PD_ACT_ALLOW;
+    if (bpf_map_update_elem(fd, &hkey, &val, BPF_EXIST) != 0)
+      return make_error(fmt::format("corrupting an sni rule: {}", errstr(errno)));
+    return Ok{};
+  }
+  return make_error("no route or sni rule to corrupt in the prepared generation");
 }
 
 void Dataplane::set_preflight_gen(uint32_t gen) { bss_->pd_preflight_gen = gen & 1; }

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include <bpf/bpf.h>
@@ -96,6 +98,61 @@ std::vector<uint8_t> segment(uint32_t dst_be, uint16_t sport, uint16_t dport, ui
   return f;
 }
 
+void put16(std::string& s, size_t v) {
+  s.push_back(static_cast<char>((v >> 8) & 0xff));
+  s.push_back(static_cast<char>(v & 0xff));
+}
+
+// A TLS 1.3 ClientHello in one record, with a server_name extension when `name` is given.
+std::string client_hello(const std::optional<std::string>& name) {
+  std::string exts;
+  auto ext = [&](uint16_t type, const std::string& body) {
+    put16(exts, type);
+    put16(exts, body.size());
+    exts += body;
+  };
+  if (name) {
+    std::string list(1, '\0');  // host_name
+    put16(list, name->size());
+    list += *name;
+    std::string body;
+    put16(body, list.size());
+    ext(0x0000, body + list);
+  }
+  ext(0x002b, std::string("\x02\x03\x04", 3));        // supported_versions: TLS 1.3
+  ext(0x000a, std::string("\x00\x02\x00\x1d", 4));    // supported_groups: x25519
+  std::string ks("\x00\x24\x00\x1d\x00\x20", 6);      // key_share: x25519, 32 bytes
+  ks += std::string(32, '\x5a');
+  ext(0x0033, ks);
+  std::string body("\x03\x03", 2);
+  body += std::string(32, '\x11');                      // random
+  body.push_back(0);                                     // session id
+  body += std::string("\x00\x02\x13\x01\x01\x00", 6);  // one cipher suite, null compression
+  put16(body, exts.size());
+  body += exts;
+  std::string hs(1, '\x01');
+  hs.push_back(static_cast<char>(body.size() >> 16));
+  put16(hs, body.size() & 0xffff);
+  hs += body;
+  std::string rec("\x16\x03\x01", 3);
+  put16(rec, hs.size());
+  return rec + hs;
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string upper(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool in_chain(const config::Policy& policy, config::StageKind k) {
+  return std::find(policy.chain.begin(), policy.chain.end(), k) != policy.chain.end();
+}
+
 int test_run(int fd, const std::vector<uint8_t>& pkt) {
   std::vector<uint8_t> out(pkt.size() + 256);
   LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = pkt.data(), .data_out = out.data(),
@@ -129,11 +186,21 @@ Action reference_action(const config::Policy& policy, uint32_t method_bit, const
   return policy.default_action;
 }
 
+Action reference_sni_action(const config::Policy& policy, const std::optional<std::string>& server_name) {
+  if (!in_chain(policy, config::StageKind::Sni)) return policy.default_action;
+  if (!server_name) return policy.missing_sni;
+  std::string name = lower(*server_name);
+  if (!name.empty() && name.back() == '.') name.pop_back();
+  for (const auto& r : policy.sni)
+    if (host_matches(r.match, name)) return r.action;
+  return policy.default_action;
+}
+
 std::vector<Probe> synthesize(const config::Policy& policy, size_t limit) {
   std::vector<Probe> probes;
   auto add = [&](uint32_t method, std::string host, std::string path, std::string why) {
     if (probes.size() >= limit) return;
-    probes.push_back(Probe{std::string(config::to_string(static_cast<config::Method>(method))), std::move(host),
+    probes.push_back(Probe{Probe::Http, std::string(config::to_string(static_cast<config::Method>(method))), std::move(host),
                            std::move(path), method, std::move(why)});
   };
   for (size_t hi = 0; hi < policy.hosts.size(); ++hi) {
@@ -154,44 +221,78 @@ std::vector<Probe> synthesize(const config::Policy& policy, size_t limit) {
     }
   }
   add(config::GET, "preflight-no-host.invalid", "/", "no host");
+
+  bool tls = std::any_of(policy.listeners.begin(), policy.listeners.end(),
+                         [](const config::Listener& l) { return l.protocol == config::Protocol::Tls; });
+  if (!tls) return probes;
+  auto add_tls = [&](std::string name, std::string why) {
+    if (probes.size() >= limit) return;
+    Probe p;
+    p.kind = Probe::Tls;
+    p.host = std::move(name);
+    p.why = std::move(why);
+    probes.push_back(std::move(p));
+  };
+  for (size_t i = 0; i < policy.sni.size(); ++i) {
+    const auto& r = policy.sni[i];
+    std::string why = fmt::format("sni rule {} ('{}') at {}", i + 1, r.match, where(r.loc));
+    std::string name = example_host(r.match);
+    add_tls(name, why);
+    add_tls(upper(name) + ".", why + ", upper case with a trailing dot");
+  }
+  add_tls("preflight-no-sni-rule.invalid", "no sni rule");
+  add_tls("", "no server_name (missing_sni)");
   return probes;
 }
 
 Result<PreflightReport> preflight(Dataplane& dp, const config::Policy& policy, uint32_t gen, size_t limit) {
   PreflightReport report;
   for (const auto& h : policy.hosts) report.rules += h.routes.size();
-  const config::Listener* listener = nullptr;
-  for (const auto& l : policy.listeners)
-    if (l.protocol == config::Protocol::Http && (!l.address || l.address->family == 4)) {
-      listener = &l;
-      break;
-    }
-  if (!listener) return report;  // nothing HTTP to probe
-  uint32_t dst = htonl(0x00000002);  // 0.0.0.2
-  if (listener->address) std::memcpy(&dst, listener->address->addr.data(), 4);
+  report.rules += policy.sni.size();
+  // one IPv4 listener of each protocol to send the probes to
+  const config::Listener* listener[2] = {nullptr, nullptr};
+  for (const auto& l : policy.listeners) {
+    auto& slot = listener[l.protocol == config::Protocol::Tls ? Probe::Tls : Probe::Http];
+    if (!slot && (!l.address || l.address->family == 4)) slot = &l;
+  }
+  if (!listener[Probe::Http] && !listener[Probe::Tls]) return report;  // nothing to probe
   int fd = dp.preflight_prog_fd();
   if (fd < 0) return make_error("this dataplane has no preflight program");
   dp.set_preflight_gen(gen);
 
   uint16_t sport = 1;
   for (const auto& probe : synthesize(policy, limit)) {
+    const config::Listener* l = listener[probe.kind];
+    if (!l) continue;
     ++report.probes;
-    std::string head = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: policyd-preflight\r\n\r\n",
-                                   probe.method, probe.path, probe.host);
+    uint32_t dst = htonl(0x00000002);  // 0.0.0.2
+    if (l->address) std::memcpy(&dst, l->address->addr.data(), 4);
+    std::string payload, what;
+    Action want;
+    if (probe.kind == Probe::Http) {
+      payload = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: policyd-preflight\r\n\r\n", probe.method,
+                            probe.path, probe.host);
+      what = fmt::format("{} http://{}{}", probe.method, probe.host, probe.path);
+      want = reference_action(policy, probe.method_bit, probe.host, probe.path);
+    } else {
+      std::optional<std::string> name;
+      if (!probe.host.empty()) name = probe.host;
+      payload = client_hello(name);
+      what = name ? fmt::format("ClientHello server_name '{}'", *name) : "ClientHello without server_name";
+      want = reference_sni_action(policy, name);
+    }
     const uint16_t port = sport++;
-    if (test_run(fd, segment(dst, port, listener->port, 1000, 0x02, "")) < 0)  // SYN: the flow starts
+    if (test_run(fd, segment(dst, port, l->port, 1000, 0x02, "")) < 0)  // SYN: the flow starts
       return make_error(fmt::format("preflight could not run: {}", std::strerror(errno)));
-    int ret = test_run(fd, segment(dst, port, listener->port, 1001, 0x18, head));
-    Action want = reference_action(policy, probe.method_bit, probe.host, probe.path);
-    std::string url = fmt::format("{} http://{}{}", probe.method, probe.host, probe.path);
+    int ret = test_run(fd, segment(dst, port, l->port, 1001, 0x18, payload));
     if (ret < PD_PREFLIGHT_RET || ret >= PD_PREFLIGHT_RET + PD_ACT_MAX) {
       report.failures.push_back(fmt::format("{}: policy says {}, the dataplane gave no verdict (returned {}) ({})",
-                                            url, config::to_string(want), ret, probe.why));
+                                            what, config::to_string(want), ret, probe.why));
       continue;
     }
     Action got = action_from(static_cast<unsigned>(ret - PD_PREFLIGHT_RET));
     if (got != want)
-      report.failures.push_back(fmt::format("{}: policy says {}, the dataplane says {} ({})", url,
+      report.failures.push_back(fmt::format("{}: policy says {}, the dataplane says {} ({})", what,
                                             config::to_string(want), config::to_string(got), probe.why));
   }
   return report;

@@ -4,6 +4,7 @@
 // means — evaluated independently, here, by a reference implementation of POLICY.md.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,8 +14,10 @@
 namespace policyd::chain {
 
 struct Probe {
+  enum Kind { Http, Tls };
+  Kind kind = Http;
   std::string method;
-  std::string host;  // normalized authority
+  std::string host;  // HTTP: normalized authority; TLS: the server_name sent ("" = none)
   std::string path;  // normalized path
   uint32_t method_bit = 0;
   std::string why;   // which rule it exercises ("host 1 route 2 at file:line:col")
@@ -24,12 +27,16 @@ struct Probe {
 config::Action reference_action(const config::Policy& policy, uint32_t method_bit, const std::string& host,
                                 const std::string& path);
 
+// The policy's meaning for a ClientHello with this server_name (nullopt: no server_name
+// extension). Names compare case-insensitively; a trailing dot is not part of the name.
+config::Action reference_sni_action(const config::Policy& policy, const std::optional<std::string>& server_name);
+
 // The probes for a policy: at most `limit` (the earliest rules first).
 std::vector<Probe> synthesize(const config::Policy& policy, size_t limit);
 
 struct PreflightReport {
   size_t probes = 0;
-  size_t rules = 0;   // routes in the policy
+  size_t rules = 0;   // routes and sni rules in the policy
   std::vector<std::string> failures;  // "GET http://h/p: policy says deny, dataplane says allow (why)"
 };
 
