@@ -121,4 +121,45 @@ struct Env {
   Daemon daemon;
 };
 
+// The policy of the TLS tests. Names and what each one is for:
+//   api.example.com          allow (first rule, exact; case-insensitive)
+//   *.corp.example.com       deny (x.corp.example.com, a.b.corp.example.com)
+//   *.example.com            allow (b.a.example.com, corp.example.com; not example.com)
+//   blocked.test             reset
+//   anything else            default_action; no server_name: missing_sni
+inline std::string tls_policy(std::string_view missing_sni = "deny", std::string_view default_action = "deny",
+                       std::string_view fail_mode = "closed") {
+  return cat(R"(version: 1
+interfaces: ["gw-c"]
+listeners:
+  - name: secure
+    port: 443
+    protocol: tls
+chain: [sni]
+default_action: )",
+             default_action, R"(
+fail_mode: )",
+             fail_mode, R"(
+sni:
+  - match: "api.example.com"
+    action: allow
+  - match: "*.corp.example.com"
+    action: deny
+  - match: "*.example.com"
+    action: allow
+  - match: "blocked.test"
+    action: reset
+missing_sni: )",
+             missing_sni, "\n");
+}
+
+// A TLS test's fixtures, torn down in reverse: the daemon (and its chain) first, then
+// nginx, then the namespaces.
+struct TlsEnv {
+  explicit TlsEnv(std::string_view policy) : daemon(topo, policy) {}
+  Topology topo;
+  TlsBackend nginx{topo};
+  Daemon daemon;
+};
+
 }  // namespace policyd::e2e

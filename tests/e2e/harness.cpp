@@ -387,13 +387,14 @@ ExecResult Topology::exec(Role role, const std::vector<std::string>& argv, Milli
 // ---------------------------------------------------------------------------
 // Backend
 
-Backend::Backend(const Topology& topo) : topo_(topo), dir_("nginx") {
+Backend::Backend(const Topology& topo, Mode mode)
+    : topo_(topo), dir_(mode == Mode::tls ? "nginx-tls" : "nginx") {
   chmod(dir_.path().c_str(), 0755);
-  auto r = run({backend_script(), "start", topo_.name(), dir_.path()}, 30s);
+  const std::string verb = mode == Mode::tls ? "start-tls" : "start";
+  auto r = run({backend_script(), verb, topo_.name(), dir_.path()}, 30s);
   if (r.exit_code != 0) {
     run({backend_script(), "stop", topo_.name(), dir_.path()}, 30s);
-    throw std::runtime_error(
-        cat("nginx-backend start failed (", r.exit_code, "):\n", r.out, r.err));
+    throw std::runtime_error(cat("nginx-backend ", verb, " failed (", r.exit_code, "):\n", r.out, r.err));
   }
 }
 
@@ -710,48 +711,6 @@ std::string http_request(std::string_view method, std::string_view target, std::
 // TLS fixtures and clients (see the TLS block at the end of harness.hpp). Added as
 // one block, after everything above.
 namespace policyd::e2e {
-
-TlsBackend::TlsBackend(const Topology& topo) : topo_(topo), dir_("nginx-tls") {
-  chmod(dir_.path().c_str(), 0755);
-  auto r = run({backend_script(), "start-tls", topo_.name(), dir_.path()}, 30s);
-  if (r.exit_code != 0) {
-    run({backend_script(), "stop", topo_.name(), dir_.path()}, 30s);
-    throw std::runtime_error(
-        cat("nginx-backend start-tls failed (", r.exit_code, "):\n", r.out, r.err));
-  }
-}
-
-TlsBackend::~TlsBackend() { run({backend_script(), "stop", topo_.name(), dir_.path()}, 30s); }
-
-std::vector<std::string> TlsBackend::access_log() const {
-  auto lines = split_lines(read_file(dir_.file("access.log")));
-  std::erase_if(lines, [](const std::string& l) { return l.find(kSyncPath) != std::string::npos; });
-  return lines;
-}
-
-std::vector<std::string> TlsBackend::lines_with(std::string_view needle) const {
-  auto lines = access_log();
-  std::erase_if(lines, [&](const std::string& l) { return l.find(needle) == std::string::npos; });
-  return lines;
-}
-
-void TlsBackend::sync() const {
-  const std::string path = cat(kSyncPath, "tls-", ++sync_seq_);
-  const std::string url = cat("http://", kServerV4, path);
-  auto r = topo_.exec(Role::gw,
-                      {"curl", "-sS", "--max-time", "3", "-o", "/dev/null", "-H",
-                       "Host: e2e-sync.invalid", url},
-                      10s);
-  if (r.exit_code != 0) throw std::runtime_error(cat("sync request to nginx failed: ", r.err));
-  const std::string needle = cat("\"GET ", path, " HTTP/1.1\"");
-  const auto deadline = Clock::now() + 2s;
-  while (read_file(dir_.file("access.log")).find(needle) == std::string::npos) {
-    if (Clock::now() >= deadline) throw std::runtime_error(cat("nginx did not log ", path));
-    std::this_thread::sleep_for(10ms);
-  }
-}
-
-std::string TlsBackend::error_log() const { return read_file(dir_.file("error.log")); }
 
 int server_established_on(const Topology& topo, int port) {
   auto r = topo.exec(Role::server, {"ss", "-Htn", "state", "established", cat("( sport = :", port, " )")},

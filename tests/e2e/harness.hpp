@@ -157,16 +157,23 @@ class Topology {
 
 // nginx in the server namespace (scripts/lib/nginx-backend): port 80 on IPv4 and
 // IPv6, keep-alive, answers every request with 200 "ok <method> <host> <uri>\n".
+// Mode::tls (start-tls) adds port 443 on IPv4 and IPv6 (TLS 1.2 and 1.3, a self-signed
+// P-256 certificate made at start into dir()/tls.crt) that answers every request with
+// 200 "tls ok <SNI> <uri>\n" (<SNI>: $ssl_server_name as the client sent it, empty
+// without one).
 class Backend {
  public:
-  explicit Backend(const Topology& topo);
+  enum class Mode { plain, tls };
+  explicit Backend(const Topology& topo, Mode mode = Mode::plain);
   ~Backend();
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
 
   // Access log, one line per request:
   //   <msec> <client> conn=<n>#<k> "<request line>" host=<host> status=<status> len=<bytes>
-  // Sync requests (see sync()) are left out.
+  // and for TLS requests, after that: sni=<SNI or -> tls=<protocol>
+  // Sync requests (see sync()) are left out. (A handshake that never carried a request
+  // logs nothing.)
   std::vector<std::string> access_log() const;
   // Lines whose text contains `needle` (e.g. "\"GET /admin HTTP/1.1\"").
   std::vector<std::string> lines_with(std::string_view needle) const;
@@ -188,6 +195,14 @@ class Backend {
   const Topology& topo_;
   TempDir dir_;
   mutable int sync_seq_ = 0;
+};
+
+inline constexpr int kTlsPort = 443;
+
+// nginx in TLS mode. Declare it where Backend would go.
+class TlsBackend : public Backend {
+ public:
+  explicit TlsBackend(const Topology& topo) : Backend(topo, Mode::tls) {}
 };
 
 // policyd running in the gateway namespace with a policy given as text.
@@ -331,38 +346,6 @@ std::string http_request(std::string_view method, std::string_view target, std::
 // TLS fixtures and clients (tests/e2e/test_tls.cpp). Added as one block, after
 // everything above; nothing above depends on it.
 namespace policyd::e2e {
-
-inline constexpr int kTlsPort = 443;
-
-// nginx in the server namespace in TLS mode (scripts/lib/nginx-backend start-tls):
-// the same plain port 80 server as Backend, plus port 443 on IPv4 and IPv6 (TLS 1.2
-// and 1.3, a self-signed P-256 certificate made at start into dir()/tls.crt) that
-// answers every request with 200 "tls ok <SNI> <uri>\n" (<SNI>: $ssl_server_name as
-// the client sent it, empty without one). Declare it where Backend would go.
-class TlsBackend {
- public:
-  explicit TlsBackend(const Topology& topo);
-  ~TlsBackend();
-  TlsBackend(const TlsBackend&) = delete;
-  TlsBackend& operator=(const TlsBackend&) = delete;
-
-  // access.log, one line per request; plain requests as Backend's, TLS requests as
-  //   <msec> <client> conn=<n>#<k> "<request line>" host=<host> status=<s> len=<bytes> sni=<SNI or -> tls=<protocol>
-  // Sync requests are left out. (A handshake that never carried a request logs nothing.)
-  std::vector<std::string> access_log() const;
-  std::vector<std::string> lines_with(std::string_view needle) const;
-  // As Backend::sync(): a plain request from the gateway namespace, then a bounded wait
-  // until nginx logged it; every request that reached nginx before it is logged by then.
-  void sync() const;
-
-  const std::string& dir() const { return dir_.path(); }
-  std::string error_log() const;
-
- private:
-  const Topology& topo_;
-  TempDir dir_;
-  mutable int sync_seq_ = 0;
-};
 
 // ESTABLISHED TCP connections on the server's local port `port` (443 for TLS).
 int server_established_on(const Topology& topo, int port);

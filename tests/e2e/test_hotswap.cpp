@@ -9,6 +9,8 @@
 #include <regex>
 #include <thread>
 
+#include <sys/stat.h>
+
 #include <nlohmann/json.hpp>
 
 #include "common.hpp"
@@ -28,6 +30,44 @@ json parse_reply(const std::string& out) {
   return j.contains("arguments") ? j["arguments"] : j;
 }
 
+// Writes each variant to a file (the base policy last) and applies them in turn, `count`
+// applies in all; every apply must succeed. Returns the apply latencies (us, sorted) and
+// how often each stage was swapped.
+struct Applies {
+  std::vector<int64_t> latency_us;
+  std::map<std::string, int> changed_stages;
+};
+
+Applies apply_in_turn(const Daemon& daemon, const TempDir& dir,
+                      const std::vector<std::pair<std::string, std::string>>& variants, const std::string& base,
+                      int count) {
+  std::vector<std::string> files;
+  for (size_t i = 0; i < variants.size(); ++i) {
+    files.push_back(dir.file(cat("v", i, ".yaml")));
+    std::ofstream(files.back()) << variants[i].second;
+  }
+  files.push_back(dir.file("base.yaml"));
+  std::ofstream(files.back()) << base;
+  Applies a;
+  for (int i = 0; i < count; ++i) {
+    const auto& file = files[static_cast<size_t>(i) % files.size()];
+    auto r = run({POLICYCTL_BIN, "--socket", daemon.socket_path(), "-o", "json", "apply", file}, 30s);
+    INFO("apply " << i << " (" << file << "): " << r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    auto reply = parse_reply(r.out);
+    a.latency_us.push_back(reply["duration_us"].get<int64_t>());
+    for (const auto& c : reply["changed"]) a.changed_stages[c["stage"].get<std::string>()]++;
+  }
+  std::sort(a.latency_us.begin(), a.latency_us.end());
+  return a;
+}
+
+void check_no_generation_mismatch(const Daemon& daemon) {
+  auto stats = run({POLICYCTL_BIN, "--socket", daemon.socket_path(), "-o", "json", "stats"}, 10s);
+  REQUIRE(stats.exit_code == 0);
+  CHECK(parse_reply(stats.out)["counters"]["generation_mismatch"] == 0);
+}
+
 }  // namespace
 
 TEST_CASE("100 applies under load drop nothing that both policies allow", "[hotswap]") {
@@ -44,14 +84,6 @@ TEST_CASE("100 applies under load drop nothing that both policies allow", "[hots
       // a stage inserted into the chain (and removed again by the next variant)
       {"chain", edit_policy(base, "chain: [host, path]", "chain: [sni, host, path]")},
   };
-  std::vector<std::string> files;
-  for (size_t i = 0; i < variants.size(); ++i) {
-    files.push_back(dir.file(cat("v", i, ".yaml")));
-    std::ofstream(files.back()) << variants[i].second;
-  }
-  files.push_back(dir.file("base.yaml"));
-  std::ofstream(files.back()) << base;
-
   // long-lived connections: a request every 20 ms for ~12 s
   const int per_conn = 400;
   std::vector<std::unique_ptr<RawClient>> conns;
@@ -72,17 +104,7 @@ TEST_CASE("100 applies under load drop nothing that both policies allow", "[hots
               dir.file("wrk.out"));
   std::this_thread::sleep_for(500ms);
 
-  std::vector<int64_t> latency_us;
-  std::map<std::string, int> changed_stages;
-  for (int i = 0; i < 100; ++i) {
-    const auto& file = files[static_cast<size_t>(i) % files.size()];
-    auto r = run({POLICYCTL_BIN, "--socket", env.daemon.socket_path(), "-o", "json", "apply", file}, 30s);
-    INFO("apply " << i << ": " << r.out << r.err);
-    REQUIRE(r.exit_code == 0);
-    auto a = parse_reply(r.out);
-    latency_us.push_back(a["duration_us"].get<int64_t>());
-    for (const auto& c : a["changed"]) changed_stages[c["stage"].get<std::string>()]++;
-  }
+  auto applies = apply_in_turn(env.daemon, dir, variants, base, 100);
   // the last apply was the base policy: what it denies is denied from the next head on
   CHECK(curl(env.topo, "http://app.example.com/admin").http_code == 403);
   CHECK(curl(env.topo, "http://app.example.com/healthz").http_code == 200);
@@ -109,13 +131,113 @@ TEST_CASE("100 applies under load drop nothing that both policies allow", "[hots
     long_lived += r.statuses.size();
   }
   // every stage the variants change was really swapped, and never under a packet
-  for (const char* stage : {"path", "host", "verdict", "entry", "chain"}) CHECK(changed_stages[stage] > 0);
-  auto stats = run({POLICYCTL_BIN, "--socket", env.daemon.socket_path(), "-o", "json", "stats"}, 10s);
-  REQUIRE(stats.exit_code == 0);
-  CHECK(parse_reply(stats.out)["counters"]["generation_mismatch"] == 0);
+  for (const char* stage : {"path", "host", "verdict", "entry", "chain"})
+    CHECK(applies.changed_stages[stage] > 0);
+  check_no_generation_mismatch(env.daemon);
 
-  std::sort(latency_us.begin(), latency_us.end());
+  const auto& latency_us = applies.latency_us;
   std::cout << "hot swap: 100 applies, apply latency median " << latency_us[latency_us.size() / 2] << " us, worst "
             << latency_us.back() << " us; wrk " << wrk_requests << " requests, long-lived " << long_lived
             << " requests, 0 failed\n";
+}
+
+namespace {
+
+// curl in the client namespace to https://NAME/PREFIX[1-COUNT] through the gateway, one
+// transfer after the other, at most `rate` started per second, one line per transfer:
+// "<http_code> <num_connects>". new_connections: each on a new connection (Connection:
+// close), so every transfer is a new TLS handshake; else all on one kept-alive connection.
+// Output in dir/<tag>.out.
+std::unique_ptr<Process> https_load(const Topology& topo, const TempDir& dir, std::string_view tag,
+                                    std::string_view name, std::string_view prefix, int count, int rate,
+                                    bool new_connections) {
+  std::vector<std::string> argv{"curl", "-sk", "--connect-to", cat("::", kServerV4, ":"), "--max-time", "5",
+                                "--rate", cat(rate, "/s"), "-w", "%{http_code} %{num_connects}\n", "-o",
+                                "/dev/null"};
+  if (new_connections)
+    for (const char* a : {"-H", "Connection: close"}) argv.push_back(a);
+  argv.push_back(cat("https://", name, prefix, "[1-", count, "]"));
+  return std::make_unique<Process>(topo.in(Role::client, argv), dir.file(cat(tag, ".out")),
+                                   dir.file(cat(tag, ".err")));
+}
+
+struct Transfers {
+  std::map<int, int> codes;  // http_code -> transfers
+  int connects = 0;          // new connections made
+  int total = 0;
+};
+
+Transfers transfers(const std::string& path) {
+  Transfers t;
+  std::ifstream in(path);
+  int code = 0, connects = 0;
+  while (in >> code >> connects) {
+    t.codes[code]++;
+    t.connects += connects;
+    t.total++;
+  }
+  return t;
+}
+
+}  // namespace
+
+// The sni stage swapped under TLS load: new handshakes to an allowed name keep succeeding,
+// a long-lived TLS connection keeps its verdict and its requests, names every variant
+// refuses are reset every time, and no packet sees a half refilled under it.
+TEST_CASE("100 applies under TLS load: allowed handshakes all succeed, refused names all reset", "[hotswap][tls]") {
+  const std::string base = tls_policy();
+  TlsEnv env(base);
+  TempDir dir("hotswap-tls");
+  chmod(dir.path().c_str(), 0755);
+  // every variant allows api.example.com and b.a.example.com, and refuses x.corp.example.com
+  const std::vector<std::pair<std::string, std::string>> variants = {
+      {"sni insert", edit_policy(base, "sni:\n", "sni:\n  - match: \"new.test\"\n    action: deny\n")},
+      {"sni change", edit_policy(base, "blocked.test\"\n    action: reset", "blocked.test\"\n    action: drop")},
+      {"default", edit_policy(base, "default_action: deny", "default_action: drop")},
+      {"missing_sni", edit_policy(base, "missing_sni: deny", "missing_sni: allow")},
+      {"head limit", edit_policy(base, "fail_mode: closed", "fail_mode: closed\nlimits:\n  max_head_bytes: 4096")},
+      {"chain", edit_policy(base, "chain: [sni]", "chain: [sni, host, path]")},
+  };
+
+  // ~4 s of load each: new handshakes (two clients), one kept-alive connection, refused names
+  auto fresh1 = https_load(env.topo, dir, "fresh1", "api.example.com", "/new1/", 200, 50, true);
+  auto fresh2 = https_load(env.topo, dir, "fresh2", "api.example.com", "/new2/", 200, 50, true);
+  auto wild = https_load(env.topo, dir, "wild", "b.a.example.com", "/wild/", 100, 25, true);
+  auto kept = https_load(env.topo, dir, "kept", "api.example.com", "/kept/", 200, 50, false);
+  auto refused = https_load(env.topo, dir, "refused", "x.corp.example.com", "/no/", 100, 25, true);
+  std::this_thread::sleep_for(500ms);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto applies = apply_in_turn(env.daemon, dir, variants, base, 100);
+  const auto apply_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  const bool overlapped = fresh1->running() && kept->running();  // for the record: load outlasted the applies
+
+  for (auto* p : {fresh1.get(), fresh2.get(), wild.get(), kept.get(), refused.get()}) REQUIRE(p->wait(60s).has_value());
+  auto f = transfers(dir.file("fresh1.out"));
+  auto f2 = transfers(dir.file("fresh2.out"));
+  auto w = transfers(dir.file("wild.out"));
+  auto k = transfers(dir.file("kept.out"));
+  auto r = transfers(dir.file("refused.out"));
+  INFO("new: codes " << json(f.codes).dump() << " and " << json(f2.codes).dump() << "; wildcard: " << json(w.codes).dump()
+               << "; kept-alive: " << json(k.codes).dump() << ", " << k.connects
+               << " connections; refused: " << json(r.codes).dump());
+  for (auto* t : {&f, &f2}) {
+    CHECK(t->codes[200] == 200);
+    CHECK(t->connects == 200);  // every one a new handshake
+  }
+  CHECK(w.codes[200] == 100);
+  CHECK(k.codes[200] == 200);
+  CHECK(k.connects == 1);  // one connection all along
+  CHECK(r.total == 100);
+  CHECK(r.codes[0] == 100);  // never an answer
+  // the refused connections were reset, each of them: none reached nginx
+  CHECK(env.nginx.lines_with("sni=x.corp.example.com").empty());
+
+  for (const char* stage : {"sni", "verdict", "chain"}) CHECK(applies.changed_stages[stage] > 0);
+  check_no_generation_mismatch(env.daemon);
+  std::cout << "hot swap under TLS load: 100 applies, apply latency median "
+            << applies.latency_us[applies.latency_us.size() / 2] << " us, worst " << applies.latency_us.back()
+            << " us, all 100 in " << apply_ms << " ms" << (overlapped ? " under load" : " (load ended first)") << "; "
+            << f.total + f2.total + w.total << " new handshakes, " << k.total << " requests on one connection, 0 failed\n";
 }
