@@ -236,6 +236,10 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->target_off = ctx->target_len = 0;
 	ctx->host_off = ctx->host_len = 0;
 	ctx->auth_off = ctx->auth_len = 0;
+	ctx->auth_count = 0;
+	ctx->jwt_reason = PD_J_OK;
+	ctx->jwt_require = 0;
+	ctx->jwt_sub = 0;
 	ctx->body_len = 0;
 	ctx->chunked = 0;
 	ctx->has_host = 0;

@@ -116,6 +116,8 @@ PD_INLINE void end_header(struct pd_ctx *ctx, struct pd_http *h)
 			ctx->chunked = 1;
 		break;
 	case H_AUTH:
+		if (ctx->auth_count < 255)
+			ctx->auth_count++;
 		ctx->auth_off = h->val_start;
 		ctx->auth_len = h->val_end > h->val_start ? h->val_end - h->val_start : 0;
 		break;

@@ -261,6 +261,7 @@ int pd_path(struct __sk_buff *skb)
 		ctx->action = m.slot.action;
 		ctx->jwt = m.slot.jwt;
 		ctx->ratelimit = m.slot.ratelimit;
+		ctx->jwt_require = m.slot.jwt_require;
 		__u32 idx = (__u32)(ctx->gen & 1) * PD_MAX_RULES + (m.best & (PD_MAX_RULES - 1));
 		__u64 *hits = ctx->preflight ? 0 : bpf_map_lookup_elem(&pd_rule_hits, &idx);
 		if (hits)

@@ -1,7 +1,8 @@
 /* verdict.bpf.c: the last stage. Applies the fail mode, the default action, and the
  * decided action: allow (advance the flow past this request, then judge the next
  * pipelined head of the segment), deny (HTTP 403 to the client and RST to the server;
- * RST both ways for TLS), drop, reset. Records the outcome in the flow entry. */
+ * RST both ways for TLS), unauthorized (the same with a 401), drop, reset, hold (drop the
+ * segment until the daemon has verified a token). Records the outcome in the flow entry. */
 #include "pd_common.h"
 #include "pd_reply.h"
 
@@ -14,12 +15,62 @@ static const char resp_403[] =
 	"\r\n"
 	"Request denied by policy\n";
 
+/* 401 for a refused token (RFC 6750 3.1), saying why. */
+#define RESP_401(why)                                                                              \
+	"HTTP/1.1 401 Unauthorized\r\n"                                                             \
+	"Server: policyd\r\n"                                                                       \
+	"WWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"" why "\"\r\n"       \
+	"Content-Length: 0\r\n"                                                                     \
+	"Connection: close\r\n"                                                                     \
+	"\r\n"
+
+static const char r401_missing[] = RESP_401("no bearer token");
+static const char r401_malformed[] = RESP_401("malformed token");
+static const char r401_too_large[] = RESP_401("token too large");
+static const char r401_alg[] = RESP_401("algorithm not allowed");
+static const char r401_kid[] = RESP_401("unknown key id");
+static const char r401_signature[] = RESP_401("invalid signature");
+static const char r401_expired[] = RESP_401("token expired");
+static const char r401_nbf[] = RESP_401("token not yet valid");
+static const char r401_iss[] = RESP_401("wrong issuer");
+static const char r401_aud[] = RESP_401("wrong audience");
+static const char r401_claim[] = RESP_401("required claim missing");
+static const char r401_other[] = RESP_401("invalid token");
+
+#define PD_RESP(r) { .body = (r), .len = sizeof(r) - 1 }
+struct resp {
+	const char *body;
+	__u32 len;
+};
+
+PD_INLINE struct resp resp_for(struct pd_ctx *ctx, __u8 action)
+{
+	if (action != PD_ACT_UNAUTH)
+		return (struct resp)PD_RESP(resp_403);
+	switch (ctx->jwt_reason) {
+	case PD_J_MISSING: return (struct resp)PD_RESP(r401_missing);
+	case PD_J_MALFORMED: return (struct resp)PD_RESP(r401_malformed);
+	case PD_J_TOO_LARGE: return (struct resp)PD_RESP(r401_too_large);
+	case PD_J_ALG: return (struct resp)PD_RESP(r401_alg);
+	case PD_J_UNKNOWN_KID: return (struct resp)PD_RESP(r401_kid);
+	case PD_J_SIGNATURE: return (struct resp)PD_RESP(r401_signature);
+	case PD_J_EXPIRED: return (struct resp)PD_RESP(r401_expired);
+	case PD_J_NOT_YET_VALID: return (struct resp)PD_RESP(r401_nbf);
+	case PD_J_ISSUER: return (struct resp)PD_RESP(r401_iss);
+	case PD_J_AUDIENCE: return (struct resp)PD_RESP(r401_aud);
+	case PD_J_CLAIM: return (struct resp)PD_RESP(r401_claim);
+	default: return (struct resp)PD_RESP(r401_other);
+	}
+}
+
 /* RST to the client (a clone sent back out of the ingress interface), then the packet
- * itself becomes the RST to the server. An HTTP reply goes in place of the client RST. */
-PD_INLINE int pd_reply_both(struct __sk_buff *skb, struct pd_ctx *ctx, int http)
+ * itself becomes the RST to the server. An HTTP reply (403, or 401 for a refused token)
+ * goes in place of the client RST. */
+PD_INLINE int pd_reply_both(struct __sk_buff *skb, struct pd_ctx *ctx, int http, __u8 action)
 {
 	int kind = http ? PD_REPLY_HTTP : PD_REPLY_RST_CLIENT;
-	if (pd_build(skb, ctx, kind, resp_403, http ? sizeof(resp_403) - 1 : 0, 1) < 0)
+	struct resp r = resp_for(ctx, action);
+	if (pd_build(skb, ctx, kind, r.body, http ? r.len : 0, 1) < 0)
 		goto fail;
 	if (bpf_clone_redirect(skb, ctx->ifindex, 0) < 0)
 		goto fail;
@@ -119,6 +170,18 @@ int pd_verdict(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 		return TC_ACT_OK;
 	}
+	if (action == PD_ACT_HOLD) {
+		/* Not judged yet (the daemon is verifying a token): drop the segment that
+		 * completed the head. If the head began in earlier segments, those bytes are
+		 * held again, so the resent segment completes the same head. */
+		if (f && ctx->head_len && pd_seq_before(ctx->head.start_seq, ctx->seq)) {
+			ctx->head.len = ctx->seq - ctx->head.start_seq;
+			if (ctx->head.len <= PD_HEAD_MAX &&
+			    bpf_map_update_elem(&pd_accum, &ctx->key, &ctx->head, BPF_ANY) == 0)
+				f->accumulating = 1;
+		}
+		return TC_ACT_SHOT;
+	}
 	if (f) {
 		f->state = PD_FS_FINAL;
 		f->verdict = action;
@@ -129,8 +192,9 @@ int pd_verdict(struct __sk_buff *skb)
 	case PD_ACT_DROP:
 		return TC_ACT_SHOT;
 	case PD_ACT_DENY:
-		return pd_reply_both(skb, ctx, ctx->proto == PD_PROTO_HTTP && ctx->head_len);
+	case PD_ACT_UNAUTH:
+		return pd_reply_both(skb, ctx, ctx->proto == PD_PROTO_HTTP && ctx->head_len, action);
 	default: /* reset, and anything this build does not know: refuse */
-		return pd_reply_both(skb, ctx, 0);
+		return pd_reply_both(skb, ctx, 0, action);
 	}
 }

@@ -28,6 +28,7 @@ std::string_view reason_name(unsigned reason) {
     case PD_R_TLS_NOT_HELLO: return "not_client_hello";
     case PD_R_TLS_LENGTH: return "client_hello_lengths";
     case PD_R_TLS_BAD_SNI: return "bad_server_name";
+    case PD_R_JWT_UNVERIFIED: return "jwt_unverified";
   }
   return "unknown";
 }
@@ -41,6 +42,7 @@ std::string_view action_name(unsigned action) {
     case PD_ACT_RESET: return "reset";
     case PD_ACT_REJECT: return "reject";
     case PD_ACT_UNAUTH: return "unauthorized";
+    case PD_ACT_HOLD: return "hold";
   }
   return "unknown";
 }

@@ -18,8 +18,14 @@ static_assert(sizeof(pd_flow) == 40);
 static_assert(sizeof(pd_host_key) == 16);
 static_assert(sizeof(pd_host_val) == 16 + PD_PATTERN_MAX / 8 + PD_PATTERN_MAX);
 static_assert(sizeof(pd_route_key) == 24);
-static_assert(sizeof(pd_route_slot) == 16);
-static_assert(sizeof(pd_route_val) == 8 + 16 * PD_ROUTE_SLOTS + PD_PATTERN_MAX);
+static_assert(sizeof(pd_route_slot) == 24);
+static_assert(sizeof(pd_route_val) == 8 + 24 * PD_ROUTE_SLOTS + PD_PATTERN_MAX);
+static_assert(sizeof(pd_jwt_provider) == 24 + 48 * 8);
+static_assert(sizeof(pd_jwt_claim_key) == 24);
+static_assert(sizeof(pd_jwt_cache_key) == 16);
+static_assert(sizeof(pd_jwt_cache_val) == 64);
+static_assert(sizeof(pd_runtime) == 32);
+static_assert(sizeof(pd_event_jwt) == 40 + PD_JWT_MAX);
 static_assert(sizeof(pd_ctx) <= 32768, "per-CPU values are limited to 32 KiB");
 
 std::string_view reason_name(unsigned reason);

@@ -35,9 +35,7 @@ uint8_t action_of(Action action) {
   return PD_ACT_DENY;
 }
 
-bool stage_implemented(StageKind kind) {
-  return kind == StageKind::Sni || kind == StageKind::Host || kind == StageKind::Path;
-}
+bool stage_implemented(StageKind kind) { return kind != StageKind::Ratelimit; }
 
 namespace {
 
@@ -232,6 +230,7 @@ Status PathStage::compile(const config::Policy& policy, uint32_t gen, uint64_t s
       slot.rule = rule;
       slot.methods = r.methods;
       slot.action = action_of(r.action);
+      std::tie(slot.jwt, slot.jwt_require) = jwt_route(t.jwt, r);
     }
   }
   return Ok{};
@@ -244,15 +243,19 @@ const std::vector<std::unique_ptr<Stage>>& stages() {
     v.push_back(std::make_unique<SniStage>());
     v.push_back(std::make_unique<HostStage>());
     v.push_back(std::make_unique<PathStage>());
+    v.push_back(std::make_unique<JwtStage>());
     v.push_back(std::make_unique<VerdictStage>());
     return v;
   }();
   return all;
 }
 
-Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed) {
+Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed, const JwtKeyMaterial* keys) {
   Tables t;
   t.config.hash_seed = seed;
+  auto layout = jwt_layout(policy);
+  if (!layout) return layout.error();
+  t.jwt = std::move(*layout);
 
   // ---- the chain order (stages this build does not have yet are refused where used)
   for (auto& n : t.next) n = PD_STAGE_NONE;
@@ -281,6 +284,7 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
   // ---- each stage's slice
   for (const auto& stage : stages())
     if (auto st = stage->compile(policy, gen, seed, t); !st) return st.error();
+  if (auto st = compile_jwt(policy, t.jwt, keys, gen, seed, t.jwt_providers, t.jwt_claims); !st) return st.error();
   return t;
 }
 
@@ -347,6 +351,32 @@ std::string SniStage::diff(const Tables& a, const Tables& b) const {
 
 std::string PathStage::diff(const Tables& a, const Tables& b) const {
   return diff_entries<RouteEntry, pd_route_key>(a.routes, b.routes, "route keys:");
+}
+
+Status JwtStage::compile(const config::Policy&, uint32_t, uint64_t, Tables&) const {
+  return Ok{};  // needs the key material: compile_jwt, called by compile() after every stage
+}
+
+std::string JwtStage::diff(const Tables& a, const Tables& b) const {
+  std::vector<std::string> parts;
+  auto providers = [](const Tables& t) {
+    std::map<std::string, uint64_t> m;  // name -> epoch (a digest of everything about it)
+    for (size_t i = 0; i < t.jwt_providers.size() && i < t.jwt.providers.size(); ++i)
+      m[t.jwt.providers[i]] = t.jwt_providers[i].second.epoch;
+    return m;
+  };
+  auto pa = providers(a), pb = providers(b);
+  for (const auto& [name, epoch] : pb) {
+    auto it = pa.find(name);
+    if (it == pa.end())
+      parts.push_back(fmt::format("provider '{}' added", name));
+    else if (it->second != epoch)
+      parts.push_back(fmt::format("provider '{}' changed", name));
+  }
+  for (const auto& [name, _] : pa)
+    if (!pb.count(name)) parts.push_back(fmt::format("provider '{}' removed", name));
+  if (a.jwt.require_bits != b.jwt.require_bits) parts.push_back("required claims changed");
+  return join(parts);
 }
 
 std::string VerdictStage::diff(const Tables& a, const Tables& b) const {

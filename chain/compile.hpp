@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "chain/abi.hpp"
+#include "chain/jwt_tables.hpp"
 #include "chain/result.hpp"
 #include "config/policy.hpp"
 
@@ -46,6 +47,9 @@ struct Tables {
   std::vector<HostEntry> hosts;
   std::vector<RouteEntry> routes;
   std::vector<RuleInfo> rules;
+  JwtLayout jwt;                                                  // provider indices and claim bits
+  std::vector<std::pair<uint32_t, pd_jwt_provider>> jwt_providers;  // array index -> provider
+  std::vector<JwtClaimEntry> jwt_claims;
   std::vector<std::string> warnings;  // things that are legal but probably not meant
 };
 
@@ -55,7 +59,9 @@ uint8_t action_of(config::Action action);
 // The stages this build implements in the dataplane.
 bool stage_implemented(config::StageKind kind);
 
-// gen: 0 or 1. seed: the generation's hash seed.
-Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed);
+// gen: 0 or 1. seed: the generation's hash seed. keys: the JWT providers' key material
+// (needed when a provider lists an HS* algorithm).
+Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed,
+                       const JwtKeyMaterial* keys = nullptr);
 
 }  // namespace policyd::chain

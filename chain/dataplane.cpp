@@ -6,6 +6,7 @@
 #include <net/if.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@
 
 #include "entry.skel.h"
 #include "host.skel.h"
+#include "jwt.skel.h"
 #include "http.skel.h"
 #include "path.skel.h"
 #include "sni.skel.h"
@@ -128,6 +130,7 @@ bpf_object* http_obj(http_bpf* s) { return s->obj; }
 bpf_object* host_obj(host_bpf* s) { return s->obj; }
 bpf_object* sni_obj(sni_bpf* s) { return s->obj; }
 bpf_object* path_obj(path_bpf* s) { return s->obj; }
+bpf_object* jwt_obj(jwt_bpf* s) { return s->obj; }
 bpf_object* verdict_obj(verdict_bpf* s) { return s->obj; }
 
 bool is_bpffs(const std::string& dir) {
@@ -165,6 +168,7 @@ uint64_t Dataplane::build_id() {
     h = elf_hash<sni_bpf>(h, sni_bpf__elf_bytes);
     h = elf_hash<host_bpf>(h, host_bpf__elf_bytes);
     h = elf_hash<path_bpf>(h, path_bpf__elf_bytes);
+    h = elf_hash<jwt_bpf>(h, jwt_bpf__elf_bytes);
     h = elf_hash<verdict_bpf>(h, verdict_bpf__elf_bytes);
     return h;
   }();
@@ -193,6 +197,15 @@ uint64_t tables_digest(const Tables& t) {
     e.key.gen = 0;
     mix(&e, sizeof(e));
   }
+  for (auto [idx, p] : t.jwt_providers) {
+    idx %= PD_JWT_PROVIDERS;
+    mix(&idx, sizeof(idx));
+    mix(&p, sizeof(p));
+  }
+  for (auto e : t.jwt_claims) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
   return h;
 }
 
@@ -205,14 +218,17 @@ const char* stage_pin_name(uint32_t stage) {
     case PD_STAGE_SNI: return "prog_sni";
     case PD_STAGE_HOST: return "prog_host";
     case PD_STAGE_PATH: return "prog_path";
+    case PD_STAGE_JWT: return "prog_jwt";
     case PD_STAGE_VERDICT: return "prog_verdict";
   }
   return nullptr;
 }
 
 constexpr const char* kBssPin = "entry_bss";
-constexpr const char* kSharedMaps[] = {"pd_progs",  "pd_chain", "pd_gen_tags", "pd_listeners", "pd_flows",   "pd_accum",
-                                       "pd_hosts", "pd_routes", "pd_scratch", "pd_stats",    "pd_rule_hits"};
+constexpr const char* kSharedMaps[] = {"pd_progs",   "pd_chain",         "pd_gen_tags",   "pd_listeners", "pd_flows",
+                                       "pd_accum",   "pd_hosts",         "pd_routes",     "pd_scratch",   "pd_stats",
+                                       "pd_rule_hits", "pd_jwt_providers", "pd_jwt_claims", "pd_jwt_cache", "pd_runtime",
+                                       "pd_events"};
 // What survives a change of build with the same ABI: connections and their counters.
 constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats"};
 
@@ -245,7 +261,10 @@ Result<std::unique_ptr<Dataplane>> Dataplane::load(const Options& opts) {
   }
   if (!opts.pin_dir.empty() && access((opts.pin_dir + "/prog_entry").c_str(), F_OK) == 0) {
     auto st = dp->adopt(opts.pin_dir);
-    if (st && dp->origin_ == Origin::Adopted) return dp;
+    if (st && dp->origin_ == Origin::Adopted) {
+      if (auto rt = dp->refresh_runtime(true); !rt) return rt.error();
+      return dp;
+    }
     if (!st && chain_log()) chain_log()->warn("cannot adopt the chain pinned at {}: {}", opts.pin_dir, st.error().message);
     if (st) keep = dp->maps_;  // FlowsKept: the maps adopt() opened for us to reuse
     dp->maps_.clear();
@@ -254,7 +273,59 @@ Result<std::unique_ptr<Dataplane>> Dataplane::load(const Options& opts) {
   for (auto& [name, fd] : keep) close(fd);
   if (!st) return st.error();
   if (!keep.empty()) dp->origin_ = Origin::FlowsKept;
+  if (auto rt = dp->refresh_runtime(true); !rt) return rt.error();
   return dp;
+}
+
+Status Dataplane::refresh_runtime(bool new_token_key) {
+  int fd = map_fd("pd_runtime");
+  uint32_t zero = 0;
+  pd_runtime rt{};
+  if (bpf_map_lookup_elem(fd, &zero, &rt) != 0)
+    return make_error(fmt::format("reading the runtime map: {}", errstr(errno)));
+  if (new_token_key) {
+    // the token cache's SipHash key: fresh per daemon start, so nothing cached by an
+    // earlier process (or guessed from outside) can be matched
+    if (getrandom(rt.token_key, sizeof(rt.token_key), 0) != sizeof(rt.token_key))
+      return make_error(fmt::format("getrandom: {}", errstr(errno)));
+  }
+  // CLOCK_REALTIME - CLOCK_MONOTONIC (bpf_ktime_get_ns), from the tightest of three reads
+  int64_t best_gap = INT64_MAX;
+  for (int i = 0; i < 3; ++i) {
+    timespec m1{}, r{}, m2{};
+    clock_gettime(CLOCK_MONOTONIC, &m1);
+    clock_gettime(CLOCK_REALTIME, &r);
+    clock_gettime(CLOCK_MONOTONIC, &m2);
+    auto ns = [](const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec; };
+    int64_t gap = ns(m2) - ns(m1);
+    if (gap < best_gap) {
+      best_gap = gap;
+      rt.wall_offset_ns = ns(r) - (ns(m1) + gap / 2);
+      rt.updated_ns = static_cast<uint64_t>(ns(m2));
+    }
+  }
+  if (bpf_map_update_elem(fd, &zero, &rt, BPF_ANY) != 0)
+    return make_error(fmt::format("writing the runtime map: {}", errstr(errno)));
+  return Ok{};
+}
+
+Status Dataplane::set_wall_clock_for_test(int64_t unix_seconds) {
+  int fd = map_fd("pd_runtime");
+  uint32_t zero = 0;
+  pd_runtime rt{};
+  if (bpf_map_lookup_elem(fd, &zero, &rt) != 0) return make_error(fmt::format("reading the runtime map: {}", errstr(errno)));
+  timespec m{};
+  clock_gettime(CLOCK_MONOTONIC, &m);
+  rt.wall_offset_ns = unix_seconds * 1000000000LL - (static_cast<int64_t>(m.tv_sec) * 1000000000LL + m.tv_nsec);
+  if (bpf_map_update_elem(fd, &zero, &rt, BPF_ANY) != 0)
+    return make_error(fmt::format("writing the runtime map: {}", errstr(errno)));
+  return Ok{};
+}
+
+Status Dataplane::put_jwt_answer(const pd_jwt_cache_key& key, const pd_jwt_cache_val& val) {
+  if (bpf_map_update_elem(map_fd("pd_jwt_cache"), &key, &val, BPF_ANY) != 0)
+    return make_error(fmt::format("writing the token cache: {}", errstr(errno)));
+  return Ok{};
 }
 
 Status Dataplane::adopt(const std::string& dir) {
@@ -364,6 +435,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   if (auto st = load_stage(sni_, sni_bpf__open, sni_bpf__load, sni_obj, owner, "sni"); !st) return st;
   if (auto st = load_stage(host_, host_bpf__open, host_bpf__load, host_obj, owner, "host"); !st) return st;
   if (auto st = load_stage(path_, path_bpf__open, path_bpf__load, path_obj, owner, "path"); !st) return st;
+  if (auto st = load_stage(jwt_, jwt_bpf__open, jwt_bpf__load, jwt_obj, owner, "jwt"); !st) return st;
   if (auto st = load_stage(verdict_, verdict_bpf__open, verdict_bpf__load, verdict_obj, owner, "verdict"); !st)
     return st;
   for (const char* name : kSharedMaps) {
@@ -377,6 +449,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   progs_[PD_STAGE_SNI] = bpf_program__fd(sni_->progs.pd_sni);
   progs_[PD_STAGE_HOST] = bpf_program__fd(host_->progs.pd_host);
   progs_[PD_STAGE_PATH] = bpf_program__fd(path_->progs.pd_path);
+  progs_[PD_STAGE_JWT] = bpf_program__fd(jwt_->progs.pd_jwt);
   progs_[PD_STAGE_VERDICT] = bpf_program__fd(verdict_->progs.pd_verdict);
   bss_ = static_cast<Bss*>(entry_->bss);
   bss_->pd_build_id = build_id();
@@ -407,6 +480,7 @@ Dataplane::~Dataplane() {
     close(bss_fd_);
   }
   if (verdict_) verdict_bpf__destroy(verdict_);
+  if (jwt_) jwt_bpf__destroy(jwt_);
   if (path_) path_bpf__destroy(path_);
   if (host_) host_bpf__destroy(host_);
   if (sni_) sni_bpf__destroy(sni_);
@@ -569,6 +643,27 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
     k.gen = gen;
     if (bpf_map_update_elem(routes, &k, &e.val, BPF_ANY) != 0)
       return make_error(fmt::format("writing route table: {}", errstr(errno)));
+  }
+  {
+    int providers = map_fd("pd_jwt_providers");
+    int claims = map_fd("pd_jwt_claims");
+    if (auto st = delete_where<pd_jwt_claim_key>(claims, [gen](const pd_jwt_claim_key& k) { return k.gen == gen; });
+        !st)
+      return st;
+    for (uint32_t i = 0; i < PD_JWT_PROVIDERS; ++i) {  // unused slots are zero: no algorithm
+      uint32_t key = gen * PD_JWT_PROVIDERS + i;
+      pd_jwt_provider p{};
+      for (const auto& [idx, val] : t.jwt_providers)
+        if (idx % PD_JWT_PROVIDERS == i) p = val;
+      if (bpf_map_update_elem(providers, &key, &p, BPF_ANY) != 0)
+        return make_error(fmt::format("writing jwt provider table: {}", errstr(errno)));
+    }
+    for (const auto& e : t.jwt_claims) {
+      pd_jwt_claim_key k = e.key;
+      k.gen = gen;
+      if (bpf_map_update_elem(claims, &k, &e.bits, BPF_ANY) != 0)
+        return make_error(fmt::format("writing jwt claims table: {}", errstr(errno)));
+    }
   }
   for (uint32_t s = 0; s < PD_STAGE_MAX; ++s) {
     uint32_t key = gen * PD_STAGE_MAX + s;

@@ -23,6 +23,7 @@ struct http_bpf;
 struct sni_bpf;
 struct host_bpf;
 struct path_bpf;
+struct jwt_bpf;
 struct verdict_bpf;
 
 namespace policyd::chain {
@@ -39,8 +40,8 @@ struct Attachment {
 };
 
 // The stages this build loads, in PROG_ARRAY slot order within a generation.
-inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP, PD_STAGE_SNI, PD_STAGE_HOST, PD_STAGE_PATH,
-                                             PD_STAGE_VERDICT};
+inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP, PD_STAGE_SNI,    PD_STAGE_HOST,
+                                             PD_STAGE_PATH,  PD_STAGE_JWT,  PD_STAGE_VERDICT};
 
 class Dataplane {
  public:
@@ -100,6 +101,14 @@ class Dataplane {
   uint32_t prog_id(uint32_t stage) const;
   int map_fd(const std::string& name) const;
 
+  // The runtime map: the wall clock offset the JWT stage reads (refresh it every second)
+  // and, with new_token_key, a fresh random key for the token cache's hash.
+  Status refresh_runtime(bool new_token_key = false);
+  // Test-only: the JWT stage's clock reads `unix_seconds` now (and runs on from there).
+  Status set_wall_clock_for_test(int64_t unix_seconds);
+  // The daemon's answer for a token the JWT stage sent it (the ring buffer pd_events).
+  Status put_jwt_answer(const pd_jwt_cache_key& key, const pd_jwt_cache_val& val);
+
   // Remove every attachment of the chain pinned at pin_dir, and the pins themselves.
   static Status teardown(const std::string& pin_dir);
   // Identity of the BPF objects compiled into this binary.
@@ -119,6 +128,7 @@ class Dataplane {
   sni_bpf* sni_ = nullptr;
   host_bpf* host_ = nullptr;
   path_bpf* path_ = nullptr;
+  jwt_bpf* jwt_ = nullptr;
   verdict_bpf* verdict_ = nullptr;
   std::map<std::string, int> maps_;  // shared maps by name (fds owned when adopted)
   int progs_[PD_STAGE_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1};

@@ -55,6 +55,14 @@ class PathStage final : public Stage {
   std::string diff(const Tables& from, const Tables& to) const override;
 };
 
+// jwt: providers (algorithms, skew, HMAC key midstates) and the claims table.
+class JwtStage final : public Stage {
+ public:
+  uint32_t id() const override { return PD_STAGE_JWT; }
+  Status compile(const config::Policy&, uint32_t gen, uint64_t seed, Tables& out) const override;
+  std::string diff(const Tables& from, const Tables& to) const override;
+};
+
 // verdict: default action and fail mode.
 class VerdictStage final : public Stage {
  public:

@@ -85,7 +85,18 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   ApplyReport report;
   report.dry_run = dry_run;
   uint32_t gen = dp_->inactive_gen();
-  auto tables = chain::compile(policy, gen, dp_->hash_seed());
+  // the JWT providers' keys: read on every apply, so a rotated secret_file or jwks_file
+  // takes effect with `policyctl apply` or SIGHUP
+  auto material = chain::read_key_material(policy);
+  if (!material) return material.error();
+  std::map<std::string, jwt::Keys> keys;
+  for (const auto& [name, p] : policy.jwt_providers) {
+    auto k = jwt::load_keys(p);
+    if (!k) return make_error(fmt::format("jwt provider '{}': {}", name, k.error().message));
+    for (const auto& skipped : k->skipped) spdlog::get("config")->warn("jwt provider '{}': {}", name, skipped);
+    keys.emplace(name, std::move(*k));
+  }
+  auto tables = chain::compile(policy, gen, dp_->hash_seed(), &*material);
   if (!tables) return tables.error();
   report.warnings = tables->warnings;
   report.plan = chain::plan(tables_, *tables);
@@ -101,6 +112,7 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   if (generation_ != 0 && chain::tables_digest(*tables) == dp_->active_digest()) {
     policy_ = policy;
     tables_ = std::move(tables.value());
+    if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
     report.plan.changes.clear();
     report.duration_us = elapsed();
     spdlog::get("chain")->info("policy unchanged: generation {} stays", generation_);
@@ -129,6 +141,7 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   report.preflight_probes = pf->probes;
   policy_ = policy;
   tables_ = std::move(tables.value());
+  if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
   applied_at_ = static_cast<int64_t>(std::time(nullptr));
   report.duration_us = elapsed();
   spdlog::get("chain")->info("generation {} active ({} listeners, {} host patterns, {} routes; preflight {} probes; "
@@ -162,6 +175,7 @@ int Daemon::start() {
     return 2;
   }
   dp_ = std::move(dp.value());
+  jwt_ = std::make_unique<JwtService>(io_, *dp_);
   switch (dp_->origin()) {
     case chain::Dataplane::Origin::Adopted:
       generation_ = dp_->active_tag();
@@ -194,6 +208,10 @@ int Daemon::start() {
     return 2;
   }
   dp_->release_on_exit();
+  if (auto st = jwt_->start(); !st) {
+    log_main()->error("{}", st.error().message);
+    return 2;
+  }
   register_commands();
   if (auto st = ctl_.start(); !st) {
     log_main()->error("control socket: {}", st.error().message);
@@ -257,6 +275,7 @@ void Daemon::wait_signal() {
 void Daemon::stop() {
   sd_notify(0, "STOPPING=1");
   ctl_.stop();
+  if (jwt_) jwt_->stop();
   boost::system::error_code ec;
   signals_.cancel(ec);
 }
@@ -300,8 +319,20 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
                              {"flows_new", at(PD_C_FLOWS_NEW)},       {"fail_open", at(PD_C_FAIL_OPEN)},
                              {"truncated", at(PD_C_TRUNCATED)},       {"generation_mismatch", at(PD_C_GEN_MISMATCH)}};
   nlohmann::json verdicts = nlohmann::json::object();
-  for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_RESET; ++a)
+  for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
     verdicts[std::string(abi::action_name(a))] = at(PD_C_VERDICT_BASE + a);
+  nlohmann::json jwt_reasons = nlohmann::json::object();
+  for (unsigned j = PD_J_OK; j <= PD_J_UNVERIFIED; ++j)
+    jwt_reasons[j == PD_J_OK ? std::string("valid") : std::string(jwt::reason_name(static_cast<pd_jwt_reason>(j)))] =
+        at(PD_C_JWT_BASE + j);
+  const auto& js = jwt_->stats();
+  nlohmann::json jwt = {{"tokens", jwt_reasons},
+                        {"cache_hits", at(PD_C_JWT_CACHE_HIT)},
+                        {"hmac_verified", at(PD_C_JWT_VERIFIED)},
+                        {"sent_to_daemon", at(PD_C_JWT_PUNTED)},
+                        {"send_failed", at(PD_C_JWT_PUNT_LOST)},
+                        {"daemon", {{"received", js.received}, {"valid", js.valid}, {"invalid", js.invalid},
+                                    {"stale", js.stale}}}};
   nlohmann::json fail = nlohmann::json::object();
   for (unsigned r = 1; r < PD_R_MAX; ++r)
     if (abi::reason_name(r) != "unknown") fail[std::string(abi::reason_name(r))] = at(PD_C_REASON_BASE + r);
@@ -319,7 +350,8 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   }
   control::Response r;
   r.arguments = {{"counters", counters}, {"verdicts", verdicts}, {"fail_mode", fail},
-                 {"stages", stages},     {"rules", rl},         {"flows", {{"max", policy_.limits.max_flows}}}};
+                 {"stages", stages},     {"rules", rl},         {"flows", {{"max", policy_.limits.max_flows}}},
+                 {"jwt", jwt}};
   return r;
 }
 

@@ -10,7 +10,7 @@
 #define PD_CTX_VERSION 1
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
-#define PD_ABI_VERSION 1
+#define PD_ABI_VERSION 2
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {
@@ -37,6 +37,7 @@ enum pd_action {
 	PD_ACT_RESET = 4,  /* RST both ways */
 	PD_ACT_REJECT = 5, /* rate limit: HTTP 429 */
 	PD_ACT_UNAUTH = 6, /* JWT: HTTP 401 */
+	PD_ACT_HOLD = 7,   /* not judged yet (a token the daemon verifies): drop this segment, TCP resends it */
 	PD_ACT_MAX = 8,
 };
 
@@ -66,8 +67,42 @@ enum pd_reason {
 	PD_R_TLS_NOT_HELLO = 21,     /* the handshake is not a ClientHello */
 	PD_R_TLS_LENGTH = 22,        /* ClientHello lengths that do not add up (records, fields, extensions) */
 	PD_R_TLS_BAD_SNI = 23,       /* server_name malformed, repeated, or not a host name */
-	PD_R_MAX = 24,
+	PD_R_JWT_UNVERIFIED = 24,    /* a token the daemon did not verify in time (or no provider table) */
+	PD_R_MAX = 32,
 };
+
+/* ---- JWT: why a token was refused (counted per reason; PD_J_OK = valid) ------------- */
+enum pd_jwt_reason {
+	PD_J_OK = 0,
+	PD_J_MISSING = 1,       /* no "Authorization: Bearer <token>" */
+	PD_J_MALFORMED = 2,     /* not header.payload.signature, bad base64url or JSON, two Authorization headers, crit */
+	PD_J_TOO_LARGE = 3,     /* token over PD_JWT_MAX bytes */
+	PD_J_ALG = 4,           /* alg not listed for the provider (never "none"), or a key of another kind */
+	PD_J_UNKNOWN_KID = 5,   /* no key in the provider's jwks_file has this kid */
+	PD_J_SIGNATURE = 6,     /* signature does not verify */
+	PD_J_EXPIRED = 7,       /* exp + clock_skew is past */
+	PD_J_NOT_YET_VALID = 8, /* nbf - clock_skew is in the future */
+	PD_J_ISSUER = 9,        /* iss is not the provider's issuer */
+	PD_J_AUDIENCE = 10,     /* aud contains none of the provider's audiences */
+	PD_J_CLAIM = 11,        /* exp missing under require_exp, or a route's require claim absent or different */
+	PD_J_UNVERIFIED = 12,   /* the daemon could not verify it in time (the RSA/ECDSA path) */
+	PD_J_MAX = 16,
+};
+
+/* JWS algorithms; a provider's algorithms are a mask of (1 << pd_jwt_alg). */
+enum pd_jwt_alg {
+	PD_ALG_NONE = 0, /* "none" and anything unknown: never accepted */
+	PD_ALG_HS256 = 1,
+	PD_ALG_HS384 = 2,
+	PD_ALG_HS512 = 3,
+	PD_ALG_RS256 = 4,
+	PD_ALG_RS384 = 5,
+	PD_ALG_RS512 = 6,
+	PD_ALG_ES256 = 7,
+	PD_ALG_ES384 = 8,
+	PD_ALG_MAX = 16,
+};
+#define PD_JWT_MAX 4096 /* largest token (bytes of header.payload.signature) judged */
 
 /* ---- counters: per-CPU array, summed by the controller ------------------------------ */
 enum pd_counter {
@@ -82,7 +117,12 @@ enum pd_counter {
 	PD_C_FAIL_OPEN,                                /* fail-mode events let through (fail_mode open) */
 	PD_C_GEN_MISMATCH,                             /* a stage saw a slot of another generation */
 	PD_C_TRUNCATED,                                /* segments cut at a judged boundary */
-	PD_C_MAX = 64,
+	PD_C_JWT_BASE,                                 /* + pd_jwt_reason: tokens judged (PD_J_OK: valid) */
+	PD_C_JWT_CACHE_HIT = (int)PD_C_JWT_BASE + (int)PD_J_MAX, /* verdict from the token cache */
+	PD_C_JWT_VERIFIED,                             /* HMAC verified in the dataplane */
+	PD_C_JWT_PUNTED,                               /* sent to the daemon (RSA/ECDSA, or JSON the dataplane leaves to it) */
+	PD_C_JWT_PUNT_LOST,                            /* could not be sent (ring buffer full) */
+	PD_C_MAX = 128,
 };
 
 /* ---- limits ------------------------------------------------------------------------ */
@@ -220,6 +260,7 @@ struct pd_route_slot {
 	__u8 ratelimit;/* limit index + 1, 0 = none */
 	__u8 pad;
 	__u32 pad2;
+	__u64 jwt_require; /* claim bits (pd_jwt_claims) the token must have: the route's require claims */
 };
 
 struct pd_route_val {
@@ -227,6 +268,77 @@ struct pd_route_val {
 	__u32 pattern_len;
 	struct pd_route_slot slots[PD_ROUTE_SLOTS]; /* in policy order */
 	__u8 pattern[PD_PATTERN_MAX];
+};
+
+/* ---- JWT tables ------------------------------------------------------------------------
+ * Providers: ARRAY indexed gen * PD_JWT_PROVIDERS + (route slot jwt - 1). */
+#define PD_JWT_PROVIDERS 16
+#define PD_JWT_CLAIM_BITS 64 /* claim bits per generation: issuers, audience sets, require pairs */
+
+struct pd_jwt_provider {
+	__u32 algs;         /* mask of 1 << pd_jwt_alg */
+	__u32 skew;         /* clock_skew, seconds */
+	__u8 require_exp;
+	__u8 iss_bit;       /* claim bit set when iss is the issuer */
+	__u8 aud_bit;       /* claim bit set when aud (or an element of it) is one of the audiences */
+	__u8 pad[5];
+	__u64 epoch;        /* in every cache key: a digest of the provider, its keys and the claim bits */
+	__u64 hs_inner[3][8]; /* HMAC midstates for HS256, HS384, HS512 (zero if not listed) */
+	__u64 hs_outer[3][8];
+};
+
+/* Claims (HASH): (name, value) of a payload claim -> the claim bits it sets. A key with
+ * value_hash 0 and PD_JWT_NAME set marks a name that matters (its value must be understood). */
+struct pd_jwt_claim_key {
+	__u32 gen;
+	__u32 flags;       /* PD_JWT_NAME: name-only entry */
+	__u64 name_hash;   /* pd_hash of the claim name */
+	__u64 value_hash;  /* pd_hash of the string value (or of a scope word / array element) */
+};
+#define PD_JWT_NAME 1u
+
+/* Verified-token cache (LRU_HASH). Key: keyed SipHash of the whole token + the provider's
+ * epoch, so entries made under other keys or claim bits never match. */
+struct pd_jwt_cache_key {
+	__u64 token_hash;
+	__u64 epoch;
+};
+
+enum pd_jwt_cache_state { PD_JC_VALID = 1, PD_JC_INVALID = 2, PD_JC_PENDING = 3 };
+#define PD_JWT_NO_TIME 0x7fffffffffffffffLL
+
+struct pd_jwt_cache_val {
+	__s64 exp;          /* unix seconds; PD_JWT_NO_TIME: none */
+	__s64 nbf;          /* unix seconds; -PD_JWT_NO_TIME: none */
+	__u64 claims;       /* claim bits the token has */
+	__u64 sub;          /* pd_hash of sub, 0 if none */
+	__u64 tail;         /* the token's last 8 bytes: a second check against hash collisions */
+	__u64 since_ns;     /* PENDING: bpf_ktime when first sent to the daemon */
+	__u64 sent_ns;      /* PENDING: bpf_ktime when last sent */
+	__u32 token_len;
+	__u8 state;         /* pd_jwt_cache_state */
+	__u8 reason;        /* INVALID: pd_jwt_reason */
+	__u8 pad[2];
+};
+
+/* Runtime values the daemon keeps current (ARRAY, one entry). */
+struct pd_runtime {
+	__s64 wall_offset_ns;  /* CLOCK_REALTIME - CLOCK_MONOTONIC (bpf_ktime_get_ns), refreshed every second */
+	__u64 token_key[2];    /* SipHash key of the token cache, random per daemon start */
+	__u64 updated_ns;      /* bpf_ktime-equivalent of the last refresh */
+};
+
+/* ---- events (RINGBUF) ---------------------------------------------------------------- */
+enum pd_event_type { PD_EV_JWT_VERIFY = 1 };
+
+struct pd_event_jwt {
+	__u32 type;         /* PD_EV_JWT_VERIFY */
+	__u32 gen;
+	__u32 provider;     /* index in the generation */
+	__u32 token_len;
+	struct pd_jwt_cache_key key; /* where the daemon writes its answer */
+	__u64 tail;
+	__u8 token[PD_JWT_MAX];
 };
 
 /* ---- method bits (same as config::Method) ------------------------------------------ */
@@ -298,6 +410,10 @@ struct pd_ctx {
 	__u32 gen_tag;     /* pd_gen_tags[gen] when the packet entered */
 	__u8 missing_sni;  /* from the generation's config */
 	__u8 has_sni;      /* the ClientHello carried server_name */
+	__u8 auth_count;   /* Authorization header lines */
+	__u8 jwt_reason;   /* pd_jwt_reason of the JWT stage's decision */
+	__u64 jwt_require; /* claim bits of the matched route */
+	__u64 jwt_sub;     /* pd_hash of the verified token's sub (0: none) — the rate limit's jwt_sub key */
 	__u64 hash_seed;
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by

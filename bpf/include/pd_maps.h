@@ -94,4 +94,38 @@ struct {
 	__type(value, __u64);
 } pd_rule_hits SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PD_GENERATIONS * PD_JWT_PROVIDERS);
+	__type(key, __u32);
+	__type(value, struct pd_jwt_provider);
+} pd_jwt_providers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, struct pd_jwt_claim_key);
+	__type(value, __u64);
+} pd_jwt_claims SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct pd_jwt_cache_key);
+	__type(value, struct pd_jwt_cache_val);
+} pd_jwt_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pd_runtime);
+} pd_runtime SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 21); /* 2 MiB: ~500 tokens in flight to the daemon */
+} pd_events SEC(".maps");
+
 #endif /* PD_MAPS_H */

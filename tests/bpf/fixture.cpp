@@ -32,7 +32,9 @@ Fixture::Fixture(const std::string& policy_yaml) {
 void Fixture::apply(const std::string& policy_yaml) {
   auto policy = config::load_policy_string(policy_yaml, "test.yaml");
   uint32_t gen = tag_ == 0 ? dp_->active_gen() ^ 1 : dp_->inactive_gen();
-  auto tables = chain::compile(policy, gen, dp_->hash_seed());
+  auto keys = chain::read_key_material(policy);
+  if (!keys) FAIL("jwt keys: " << keys.error().message);
+  auto tables = chain::compile(policy, gen, dp_->hash_seed(), &*keys);
   if (!tables) FAIL("compile: " << tables.error().message);
   auto st = dp_->commit(*tables, gen, ++tag_);
   if (!st) FAIL("commit: " << st.error().message);
