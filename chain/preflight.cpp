@@ -10,6 +10,8 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 
+#include "chain/compile.hpp"
+
 namespace policyd::chain {
 
 using config::Action;
@@ -162,28 +164,25 @@ int test_run(int fd, const std::vector<uint8_t>& pkt) {
   return static_cast<int>(o.retval);
 }
 
-Action action_from(unsigned a) {
-  switch (a) {
-    case PD_ACT_ALLOW: return Action::Allow;
-    case PD_ACT_DROP: return Action::Drop;
-    case PD_ACT_RESET: return Action::Reset;
-    default: return Action::Deny;
-  }
-}
-
 }  // namespace
 
-Action reference_action(const config::Policy& policy, uint32_t method_bit, const std::string& host,
-                        const std::string& path) {
+const config::Route* reference_route(const config::Policy& policy, uint32_t method_bit, const std::string& host,
+                                     const std::string& path) {
   for (const auto& h : policy.hosts) {
     bool match = false;
     for (const auto& p : h.matches) match = match || host_matches(p, host);
     if (!match) continue;
     for (const auto& r : h.routes)
-      if (path_matches(r.path, path) && (r.methods == 0 || (r.methods & method_bit))) return r.action;
-    return policy.default_action;  // first matching host only
+      if (path_matches(r.path, path) && (r.methods == 0 || (r.methods & method_bit))) return &r;
+    return nullptr;  // first matching host only
   }
-  return policy.default_action;
+  return nullptr;
+}
+
+Action reference_action(const config::Policy& policy, uint32_t method_bit, const std::string& host,
+                        const std::string& path) {
+  const config::Route* r = reference_route(policy, method_bit, host, path);
+  return r ? r->action : policy.default_action;
 }
 
 Action reference_sni_action(const config::Policy& policy, const std::optional<std::string>& server_name) {
@@ -268,18 +267,22 @@ Result<PreflightReport> preflight(Dataplane& dp, const config::Policy& policy, u
     uint32_t dst = htonl(0x00000002);  // 0.0.0.2
     if (l->address) std::memcpy(&dst, l->address->addr.data(), 4);
     std::string payload, what;
-    Action want;
+    unsigned want;  // pd_action
     if (probe.kind == Probe::Http) {
       payload = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: policyd-preflight\r\n\r\n", probe.method,
                             probe.path, probe.host);
       what = fmt::format("{} http://{}{}", probe.method, probe.host, probe.path);
-      want = reference_action(policy, probe.method_bit, probe.host, probe.path);
+      // a route that needs a token refuses a request without one (these probes carry none)
+      const config::Route* route = reference_route(policy, probe.method_bit, probe.host, probe.path);
+      want = action_of(route ? route->action : policy.default_action);
+      if (route && route->jwt && route->action == Action::Allow && in_chain(policy, config::StageKind::Jwt))
+        want = PD_ACT_UNAUTH;
     } else {
       std::optional<std::string> name;
       if (!probe.host.empty()) name = probe.host;
       payload = client_hello(name);
       what = name ? fmt::format("ClientHello server_name '{}'", *name) : "ClientHello without server_name";
-      want = reference_sni_action(policy, name);
+      want = action_of(reference_sni_action(policy, name));
     }
     const uint16_t port = sport++;
     if (test_run(fd, segment(dst, port, l->port, 1000, 0x02, "")) < 0)  // SYN: the flow starts
@@ -287,13 +290,13 @@ Result<PreflightReport> preflight(Dataplane& dp, const config::Policy& policy, u
     int ret = test_run(fd, segment(dst, port, l->port, 1001, 0x18, payload));
     if (ret < PD_PREFLIGHT_RET || ret >= PD_PREFLIGHT_RET + PD_ACT_MAX) {
       report.failures.push_back(fmt::format("{}: policy says {}, the dataplane gave no verdict (returned {}) ({})",
-                                            what, config::to_string(want), ret, probe.why));
+                                            what, abi::action_name(want), ret, probe.why));
       continue;
     }
-    Action got = action_from(static_cast<unsigned>(ret - PD_PREFLIGHT_RET));
+    unsigned got = static_cast<unsigned>(ret - PD_PREFLIGHT_RET);
     if (got != want)
       report.failures.push_back(fmt::format("{}: policy says {}, the dataplane says {} ({})", what,
-                                            config::to_string(want), config::to_string(got), probe.why));
+                                            abi::action_name(want), abi::action_name(got), probe.why));
   }
   return report;
 }

@@ -23,6 +23,9 @@ struct Probe {
   std::string why;   // which rule it exercises ("host 1 route 2 at file:line:col")
 };
 
+// The route that takes a request (host and path already normalized), nullptr if none does.
+const config::Route* reference_route(const config::Policy& policy, uint32_t method_bit, const std::string& host,
+                                     const std::string& path);
 // The policy's meaning for one request (host and path already normalized).
 config::Action reference_action(const config::Policy& policy, uint32_t method_bit, const std::string& host,
                                 const std::string& path);

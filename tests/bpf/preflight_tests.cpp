@@ -2,6 +2,9 @@
 // agrees with the reference evaluation of the policy — and a real disagreement is found.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <fstream>
+
 #include "chain/compile.hpp"
 #include "chain/preflight.hpp"
 #include "config/loader.hpp"
@@ -147,4 +150,46 @@ TEST_CASE("preflight probes sni rules with ClientHellos, and catches a wrong sni
   REQUIRE(bad->failures.size() == 2);  // the rule as written and upper-cased
   CHECK(bad->failures.front().find("ClientHello server_name") != std::string::npos);
   CHECK(bad->failures.front().find("sni rule") != std::string::npos);
+}
+
+TEST_CASE("preflight knows a route that needs a token refuses a request without one", "[preflight][jwt]") {
+  char dir[] = "/tmp/pf-jwt.XXXXXX";
+  REQUIRE(mkdtemp(dir));
+  const std::string secret = std::string(dir) + "/main.key";
+  std::ofstream(secret) << "preflight-secret\n";
+  const std::string yaml = policy_with(R"(chain: [host, path, jwt]
+default_action: deny
+jwt_providers:
+  main:
+    issuer: "https://auth.example.com"
+    audiences: ["api"]
+    algorithms: [HS256]
+    secret_file: ")" + secret + R"("
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/v1/" }
+        jwt: main
+        action: allow
+      - path: { prefix: "/admin/" }
+        jwt: { provider: main, require: { scope: "admin" } }
+        action: deny
+      - path: { prefix: "/" }
+        action: allow
+)");
+  Fixture fx(yaml);
+  auto policy = config::load_policy_string(yaml, "t.yaml");
+  auto keys = chain::read_key_material(policy);
+  REQUIRE(keys);
+  auto& dp = fx.dp();
+  uint32_t gen = dp.inactive_gen();
+  auto tables = chain::compile(policy, gen, dp.hash_seed(), &*keys);
+  REQUIRE(tables);
+  REQUIRE(dp.prepare(*tables, gen, 11));
+  auto report = chain::preflight(dp, policy, gen);
+  REQUIRE(report);
+  INFO(joined(report->failures));
+  CHECK(report->failures.empty());
+  CHECK(report->probes >= 4);
+  std::filesystem::remove_all(dir);
 }
