@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <fstream>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +22,7 @@
 #include "chain/dataplane.hpp"
 #include "config/loader.hpp"
 #include "empty.skel.h"
+#include "jwt/jwt.hpp"
 #include "packet.hpp"
 
 using namespace policyd;
@@ -222,6 +226,101 @@ int main(int argc, char** argv) {
     return median(ns);
   };
 
+  // ---- JWT: a third dataplane, a route that requires an HS256 token (made by PyJWT)
+  char keydir[] = "/tmp/pd-bench-jwt.XXXXXX";
+  if (!mkdtemp(keydir)) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const std::string kd = keydir;
+  auto sh = [](const std::string& cmd) {
+    if (std::system(cmd.c_str()) != 0) {
+      std::fprintf(stderr, "failed: %s\n", cmd.c_str());
+      std::exit(1);
+    }
+  };
+  const std::string mint = std::string("/usr/bin/python3 ") + POLICYD_SOURCE_DIR + "/tests/e2e/mint_jwt.py";
+  sh("echo bench-secret-0123456789 > " + kd + "/main.key");
+  sh("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " + kd + "/rsa.pem 2>/dev/null");
+  sh("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " + kd + "/ec.pem 2>/dev/null");
+  sh(mint + " jwks " + kd + "/rsa.pem:rsa-1 " + kd + "/ec.pem:ec-1 > " + kd + "/jwks.json");
+  auto token_of = [&](const std::string& alg, const std::string& key, const std::string& kid) {
+    sh(mint + " token --exp-in 86400 --alg " + alg + " --key " + kd + "/" + key + (kid.empty() ? "" : " --kid " + kid) +
+       " > " + kd + "/token");
+    std::ifstream in(kd + "/token");
+    std::string t;
+    std::getline(in, t);
+    return t;
+  };
+  const std::string hs_token = token_of("HS256", "main.key", "");
+  const std::string rs_token = token_of("RS256", "rsa.pem", "rsa-1");
+  const std::string es_token = token_of("ES256", "ec.pem", "ec-1");
+  const std::string jwt_yaml = "version: 1\ninterfaces: [\"lo\"]\nlisteners:\n  - name: web\n    port: 80\n"
+                               "    protocol: http\nchain: [host, path, jwt]\njwt_providers:\n  main:\n"
+                               "    issuer: \"https://auth.example.com\"\n    audiences: [\"api\"]\n"
+                               "    algorithms: [HS256, RS256, ES256]\n    secret_file: \"" + kd + "/main.key\"\n"
+                               "    jwks_file: \"" + kd + "/jwks.json\"\nhosts:\n  - match: \"app.example.com\"\n"
+                               "    routes:\n      - path: { prefix: \"/api/\" }\n        jwt: main\n"
+                               "        action: allow\n      - path: { prefix: \"/opn/\" }\n        action: allow\n";
+  auto jwt_dp = chain::Dataplane::load(opts);
+  auto jwt_policy = config::load_policy_string(jwt_yaml, "bench-jwt.yaml");
+  auto material = chain::read_key_material(jwt_policy);
+  if (!jwt_dp || !material) {
+    std::fprintf(stderr, "cannot load the JWT bench dataplane or keys\n");
+    return 1;
+  }
+  {
+    uint32_t g = (*jwt_dp)->active_gen() ^ 1;
+    auto t = chain::compile(jwt_policy, g, (*jwt_dp)->hash_seed(), &*material);
+    if (!t || !(*jwt_dp)->commit(*t, g, 1)) {
+      std::fprintf(stderr, "cannot commit the JWT bench policy\n");
+      return 1;
+    }
+  }
+  int jwt_fd = (*jwt_dp)->entry_prog_fd();
+  int jwt_flows = (*jwt_dp)->map_fd("pd_flows");
+  int jwt_cache = (*jwt_dp)->map_fd("pd_jwt_cache");
+  Packet jsyn = syn;
+  jsyn.sport = 40300;
+  test_run(jwt_fd, jsyn.build(), 1);
+  pd_flow_key jkey = key;
+  jkey.sport = htons(40300);
+  pd_flow jfresh{};
+  if (bpf_map_lookup_elem(jwt_flows, &jkey, &jfresh) != 0) {
+    std::fprintf(stderr, "JWT bench flow missing\n");
+    return 1;
+  }
+  Packet jget = jsyn;
+  jget.flags = test::kAck | test::kPsh;
+  jget.seq = 1000;
+  jget.payload = "GET /api/items?id=42 HTTP/1.1\r\nHost: app.example.com\r\nAuthorization: Bearer " + hs_token +
+                 "\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
+  auto jget_pkt = jget.build();
+  Packet jopen = jget;  // the same head to a route without jwt: what the stage adds is the difference
+  jopen.payload.replace(jopen.payload.find("/api/"), 5, "/opn/");
+  auto jopen_pkt = jopen.build();
+  if (test_run(jwt_fd, jget_pkt, 1).retval != 0) {
+    std::fprintf(stderr, "the JWT bench policy does not allow its token\n");
+    return 1;
+  }
+  auto clear_cache = [&] {
+    pd_jwt_cache_key k{}, next{};
+    while (bpf_map_get_next_key(jwt_cache, nullptr, &next) == 0) {
+      k = next;
+      bpf_map_delete_elem(jwt_cache, &k);
+    }
+  };
+  auto jwt_single = [&](bool miss, const std::vector<uint8_t>& pkt) {
+    std::vector<double> ns;
+    ns.reserve(static_cast<size_t>(singles));
+    for (int i = 0; i < singles; ++i) {
+      bpf_map_update_elem(jwt_flows, &jkey, &jfresh, BPF_EXIST);
+      if (miss) clear_cache();
+      ns.push_back(test_run(jwt_fd, pkt, 1).ns);
+    }
+    return median(ns);
+  };
+
   std::vector<BenchResult> results;
   auto measure = [&](const std::string& name, std::function<double()> subject, std::function<double()> base) {
     std::vector<double> s, b;
@@ -247,13 +346,64 @@ int main(int argc, char** argv) {
   measure("TLS ClientHello, 1st of two segments (kept)", [&] { return tls_single(nullptr, s1); },
           [&] { return run_single(empty_fd, s1, false); });
 
+  measure("GET with a token, route without jwt", [&] { return jwt_single(false, jopen_pkt); },
+          [&] { return run_single(empty_fd, jopen_pkt, false); });
+  measure("GET + HS256 token, cache hit", [&] { return jwt_single(false, jget_pkt); },
+          [&] { return run_single(empty_fd, jget_pkt, false); });
+  measure("GET + HS256 token, cache miss (HMAC in dataplane)", [&] { return jwt_single(true, jget_pkt); },
+          [&] { return run_single(empty_fd, jget_pkt, false); });
+
+  // ---- the daemon's side: RS256 / ES256 verifications per second, against openssl speed
+  auto keys = jwt::load_keys(jwt_policy.jwt_providers.at("main"));
+  if (!keys) {
+    std::fprintf(stderr, "%s\n", keys.error().message.c_str());
+    return 1;
+  }
+  auto per_second = [&](const std::string& token) {
+    const auto& p = jwt_policy.jwt_providers.at("main");
+    const int n = quick ? 50 : 2000;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < n; ++i)
+      if (jwt::evaluate(token, p, *keys, nullptr, std::time(nullptr)) != PD_J_OK) {
+        std::fprintf(stderr, "bench token refused\n");
+        std::exit(1);
+      }
+    return n / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // `openssl speed` prints "... verify/s" columns; take verify/s for rsa2048 and ecdsa p256
+  auto openssl_verify = [&](const std::string& algo, int column_from_end) {
+    std::string out = kd + "/speed";
+    sh("openssl speed -seconds " + std::string(quick ? "1" : "3") + " " + algo + " > " + out + " 2>/dev/null");
+    std::ifstream in(out);
+    std::string line, last;
+    while (std::getline(in, line))
+      if (!line.empty()) last = line;
+    std::vector<std::string> words;
+    for (size_t at = 0; at < last.size();) {
+      size_t e = last.find_first_of(" \t", at);
+      if (e == std::string::npos) e = last.size();
+      if (e > at) words.push_back(last.substr(at, e - at));
+      at = e + 1;
+    }
+    return words.size() >= static_cast<size_t>(column_from_end) ? std::atof(words[words.size() - column_from_end].c_str())
+                                                                  : 0.0;
+  };
+  const double rs = per_second(rs_token), es = per_second(es_token);
+  const double rs_ssl = openssl_verify("rsa2048", 1), es_ssl = openssl_verify("ecdsap256", 1);
+  sh("rm -rf " + kd);
+
   std::printf("policyd dataplane, BPF_PROG_TEST_RUN (%s: %d rounds; repeat %u, single-shot medians of %d)\n",
               quick ? "quick" : "full", rounds, repeat, singles);
   std::printf("%-46s %10s %16s %10s %8s\n", "case", "ns/packet", "spread", "empty ns", "ratio");
   for (const auto& r : results)
     std::printf("%-46s %10.1f %7.1f..%-7.1f %10.1f %7.2fx\n", r.name.c_str(), r.ns, r.lo, r.hi, r.base,
                 r.base > 0 ? r.ns / r.base : 0.0);
-  std::printf("(the first-segment case and its baseline are single runs: each includes the kernel's timer cost)\n");
+  std::printf("(single-shot cases and their baselines are single runs: each includes the kernel's timer cost)\n");
+  std::printf("\ndaemon-side verification (jwt::evaluate: parse, JWKS key, signature, claims), one core\n");
+  std::printf("%-46s %10.0f /s   openssl speed verify %10.0f /s   ratio %.2f\n", "RS256 (RSA 2048)", rs, rs_ssl,
+              rs_ssl > 0 ? rs / rs_ssl : 0.0);
+  std::printf("%-46s %10.0f /s   openssl speed verify %10.0f /s   ratio %.2f\n", "ES256 (P-256)", es, es_ssl,
+              es_ssl > 0 ? es / es_ssl : 0.0);
   empty_bpf__destroy(empty);
   return 0;
 }
