@@ -6,6 +6,7 @@
 // refused from then on; a rotated secret_file takes effect on reload.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -208,9 +209,24 @@ TEST_CASE("a rotated secret_file takes effect on reload; tokens of the old secre
   Env env(policy);
   const std::string old_token = k.token("HS256");
   check_from_nginx(get_with(env.topo, "/v1/a", {old_token}), "GET", "app.example.com", "/v1/a");
+  // a keep-alive connection carrying requests that need no token, across the rotation:
+  // nothing of it is dropped
+  nlohmann::json steps = nlohmann::json::array();
+  const int n = 60;
+  for (int i = 0; i < n; ++i) {
+    steps.push_back(http_request("GET", cat("/public/", i), "app.example.com"));
+    steps.push_back(nlohmann::json{{"await", i + 1}});
+    steps.push_back(nlohmann::json{{"sleep_ms", 25}});
+  }
+  RawClient kept(env.topo, kServerV4, steps, {"--expect", std::to_string(n), "--timeout", "30"});
+  std::this_thread::sleep_for(300ms);
   std::ofstream(k.secret) << "a-completely-new-secret-after-rotation\n";
   const std::string log = env.daemon.reload(policy);
   INFO(log);
+  auto r = kept.wait(40s);
+  CHECK(r.statuses.size() == static_cast<size_t>(n));
+  CHECK(std::all_of(r.statuses.begin(), r.statuses.end(), [](int s) { return s == 200; }));
+  CHECK_FALSE(r.reset);
   CHECK(log.find("jwt: provider 'main' changed") != std::string::npos);
   check_401(get_with(env.topo, "/v1/b", {old_token}), "invalid signature");  // cached under the old key: gone
   check_from_nginx(get_with(env.topo, "/v1/c", {k.token("HS256")}), "GET", "app.example.com", "/v1/c");
