@@ -43,8 +43,50 @@ struct resp {
 	__u32 len;
 };
 
+/* 429 with the rate limit's Retry-After, composed in the context's work area (the stages
+ * that used it are done). */
+/* const volatile: kept in .rodata as arrays (clang 14 would put plain const strings that are
+ * copied into mergeable string sections, whose BTF the kernel refuses) */
+const volatile char r429_head[] = "HTTP/1.1 429 Too Many Requests\r\n"
+				"Server: policyd\r\n"
+				"Retry-After: ";
+const volatile char r429_tail[] = "\r\nContent-Length: 0\r\n"
+				"Connection: close\r\n"
+				"\r\n";
+
+PD_INLINE struct resp resp_429(struct pd_ctx *ctx)
+{
+	char *o = (char *)ctx->work;
+	__u32 n = sizeof(r429_head) - 1;
+#pragma unroll
+	for (__u32 i = 0; i < sizeof(r429_head) - 1; i++)
+		o[i] = r429_head[i];
+	char digits[10];
+	__u32 v = ctx->retry_after, nd = 0;
+#pragma unroll
+	for (int i = 0; i < 10; i++) {
+		if (i == 0 || v) {
+			digits[i] = '0' + v % 10;
+			v /= 10;
+			nd = i + 1;
+		}
+	}
+#pragma unroll
+	for (int i = 9; i >= 0; i--)
+		if ((__u32)i < nd)
+			o[n++ & 127] = digits[i];
+	if (n > sizeof(r429_head) - 1 + 10)
+		n = sizeof(r429_head) - 1 + 10;
+#pragma unroll
+	for (__u32 i = 0; i < sizeof(r429_tail) - 1; i++)
+		o[(n + i) & 127] = r429_tail[i];
+	return (struct resp){ .body = o, .len = n + sizeof(r429_tail) - 1 };
+}
+
 PD_INLINE struct resp resp_for(struct pd_ctx *ctx, __u8 action)
 {
+	if (action == PD_ACT_REJECT)
+		return resp_429(ctx);
 	if (action != PD_ACT_UNAUTH)
 		return (struct resp)PD_RESP(resp_403);
 	switch (ctx->jwt_reason) {
@@ -193,6 +235,7 @@ int pd_verdict(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	case PD_ACT_DENY:
 	case PD_ACT_UNAUTH:
+	case PD_ACT_REJECT:
 		return pd_reply_both(skb, ctx, ctx->proto == PD_PROTO_HTTP && ctx->head_len, action);
 	default: /* reset, and anything this build does not know: refuse */
 		return pd_reply_both(skb, ctx, 0, action);

@@ -29,6 +29,7 @@ std::string_view reason_name(unsigned reason) {
     case PD_R_TLS_LENGTH: return "client_hello_lengths";
     case PD_R_TLS_BAD_SNI: return "bad_server_name";
     case PD_R_JWT_UNVERIFIED: return "jwt_unverified";
+    case PD_R_RL_NO_KEY: return "ratelimit_key_missing";
   }
   return "unknown";
 }

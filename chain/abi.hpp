@@ -26,6 +26,9 @@ static_assert(sizeof(pd_jwt_cache_key) == 16);
 static_assert(sizeof(pd_jwt_cache_val) == 64);
 static_assert(sizeof(pd_runtime) == 32);
 static_assert(sizeof(pd_event_jwt) == 40 + PD_JWT_MAX);
+static_assert(sizeof(pd_rl_limit) == 48);
+static_assert(sizeof(pd_rl_bucket_key) == 32);
+static_assert(sizeof(pd_rl_bucket) == 24);
 static_assert(sizeof(pd_ctx) <= 32768, "per-CPU values are limited to 32 KiB");
 
 std::string_view reason_name(unsigned reason);

@@ -1,6 +1,9 @@
 #include "chain/compile.hpp"
 
 #include <cstring>
+#include <iterator>
+#include <numeric>
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -35,7 +38,7 @@ uint8_t action_of(Action action) {
   return PD_ACT_DENY;
 }
 
-bool stage_implemented(StageKind kind) { return kind != StageKind::Ratelimit; }
+bool stage_implemented(StageKind) { return true; }
 
 namespace {
 
@@ -231,6 +234,10 @@ Status PathStage::compile(const config::Policy& policy, uint32_t gen, uint64_t s
       slot.methods = r.methods;
       slot.action = action_of(r.action);
       std::tie(slot.jwt, slot.jwt_require) = jwt_route(t.jwt, r);
+      if (r.ratelimit) {
+        auto it = policy.ratelimits.find(*r.ratelimit);
+        slot.ratelimit = static_cast<uint8_t>(std::distance(policy.ratelimits.begin(), it) + 1);
+      }
     }
   }
   return Ok{};
@@ -244,6 +251,7 @@ const std::vector<std::unique_ptr<Stage>>& stages() {
     v.push_back(std::make_unique<HostStage>());
     v.push_back(std::make_unique<PathStage>());
     v.push_back(std::make_unique<JwtStage>());
+    v.push_back(std::make_unique<RateLimitStage>());
     v.push_back(std::make_unique<VerdictStage>());
     return v;
   }();
@@ -351,6 +359,45 @@ std::string SniStage::diff(const Tables& a, const Tables& b) const {
 
 std::string PathStage::diff(const Tables& a, const Tables& b) const {
   return diff_entries<RouteEntry, pd_route_key>(a.routes, b.routes, "route keys:");
+}
+
+Status RateLimitStage::compile(const config::Policy& policy, uint32_t, uint64_t, Tables& t) const {
+  using config::RateLimit;
+  for (const auto& [name, rl] : policy.ratelimits) {
+    if (t.limits.size() >= PD_RL_LIMITS)
+      return make_error(fmt::format("{}: more than {} rate limits", where(rl.loc), PD_RL_LIMITS));
+    const uint64_t unit = rl.unit == RateLimit::PerSecond   ? 1'000'000'000ULL
+                          : rl.unit == RateLimit::PerMinute ? 60'000'000'000ULL
+                                                            : 3'600'000'000'000ULL;
+    const uint64_t g = std::gcd(rl.rate, unit);
+    pd_rl_limit l{};
+    l.add = rl.rate / g;  // credit per ns
+    l.cost = unit / g;    // credit per token: exactly `rate` tokens per unit
+    if (rl.burst > (uint64_t{1} << 62) / l.cost)
+      return make_error(fmt::format("{}: rate limit '{}': burst {} per {} is too large to count exactly",
+                                    where(rl.loc), name, rl.burst, config::to_string(rl.unit)));
+    l.cap = rl.burst * l.cost;
+    l.fill_ns = (l.cap + l.add - 1) / l.add;
+    l.id = hash_forward(0, fmt::format("{}/{}", name, config::to_string(rl.key))) | 1;
+    switch (rl.key) {
+      case RateLimit::ClientIp: l.key = PD_RLK_CLIENT_IP; break;
+      case RateLimit::JwtSub: l.key = PD_RLK_JWT_SUB; break;
+      case RateLimit::Host: l.key = PD_RLK_HOST; break;
+      case RateLimit::Route: l.key = PD_RLK_ROUTE; break;
+      case RateLimit::Global: l.key = PD_RLK_GLOBAL; break;
+    }
+    l.action = rl.action == config::LimitAction::Drop ? PD_ACT_DROP : PD_ACT_REJECT;
+    t.limits.push_back(l);
+  }
+  return Ok{};
+}
+
+std::string RateLimitStage::diff(const Tables& a, const Tables& b) const {
+  if (a.limits.size() == b.limits.size() &&
+      std::equal(a.limits.begin(), a.limits.end(), b.limits.begin(),
+                 [](const pd_rl_limit& x, const pd_rl_limit& y) { return std::memcmp(&x, &y, sizeof(x)) == 0; }))
+    return {};
+  return fmt::format("rate limits: {} -> {}", a.limits.size(), b.limits.size());
 }
 
 Status JwtStage::compile(const config::Policy&, uint32_t, uint64_t, Tables&) const {

@@ -50,6 +50,7 @@ struct Tables {
   JwtLayout jwt;                                                  // provider indices and claim bits
   std::vector<std::pair<uint32_t, pd_jwt_provider>> jwt_providers;  // array index -> provider
   std::vector<JwtClaimEntry> jwt_claims;
+  std::vector<pd_rl_limit> limits;  // index (slot ratelimit - 1) -> limit, in name order
   std::vector<std::string> warnings;  // things that are legal but probably not meant
 };
 

@@ -25,6 +25,7 @@
 #include "entry.skel.h"
 #include "host.skel.h"
 #include "jwt.skel.h"
+#include "ratelimit.skel.h"
 #include "http.skel.h"
 #include "path.skel.h"
 #include "sni.skel.h"
@@ -131,6 +132,7 @@ bpf_object* host_obj(host_bpf* s) { return s->obj; }
 bpf_object* sni_obj(sni_bpf* s) { return s->obj; }
 bpf_object* path_obj(path_bpf* s) { return s->obj; }
 bpf_object* jwt_obj(jwt_bpf* s) { return s->obj; }
+bpf_object* ratelimit_obj(ratelimit_bpf* s) { return s->obj; }
 bpf_object* verdict_obj(verdict_bpf* s) { return s->obj; }
 
 bool is_bpffs(const std::string& dir) {
@@ -169,6 +171,7 @@ uint64_t Dataplane::build_id() {
     h = elf_hash<host_bpf>(h, host_bpf__elf_bytes);
     h = elf_hash<path_bpf>(h, path_bpf__elf_bytes);
     h = elf_hash<jwt_bpf>(h, jwt_bpf__elf_bytes);
+    h = elf_hash<ratelimit_bpf>(h, ratelimit_bpf__elf_bytes);
     h = elf_hash<verdict_bpf>(h, verdict_bpf__elf_bytes);
     return h;
   }();
@@ -206,6 +209,7 @@ uint64_t tables_digest(const Tables& t) {
     e.key.gen = 0;
     mix(&e, sizeof(e));
   }
+  for (const auto& l : t.limits) mix(&l, sizeof(l));
   return h;
 }
 
@@ -219,6 +223,7 @@ const char* stage_pin_name(uint32_t stage) {
     case PD_STAGE_HOST: return "prog_host";
     case PD_STAGE_PATH: return "prog_path";
     case PD_STAGE_JWT: return "prog_jwt";
+    case PD_STAGE_RATELIMIT: return "prog_ratelimit";
     case PD_STAGE_VERDICT: return "prog_verdict";
   }
   return nullptr;
@@ -228,9 +233,9 @@ constexpr const char* kBssPin = "entry_bss";
 constexpr const char* kSharedMaps[] = {"pd_progs",   "pd_chain",         "pd_gen_tags",   "pd_listeners", "pd_flows",
                                        "pd_accum",   "pd_hosts",         "pd_routes",     "pd_scratch",   "pd_stats",
                                        "pd_rule_hits", "pd_jwt_providers", "pd_jwt_claims", "pd_jwt_cache", "pd_runtime",
-                                       "pd_events"};
+                                       "pd_events", "pd_rl_limits", "pd_rl_buckets", "pd_rl_hits"};
 // What survives a change of build with the same ABI: connections and their counters.
-constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats"};
+constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats", "pd_rl_buckets"};
 
 std::shared_ptr<spdlog::logger> chain_log() { return spdlog::get("chain"); }
 
@@ -307,6 +312,34 @@ Status Dataplane::refresh_runtime(bool new_token_key) {
   if (bpf_map_update_elem(fd, &zero, &rt, BPF_ANY) != 0)
     return make_error(fmt::format("writing the runtime map: {}", errstr(errno)));
   return Ok{};
+}
+
+size_t Dataplane::sweep_buckets(const std::vector<pd_rl_limit>& limits) {
+  int fd = map_fd("pd_rl_buckets");
+  std::map<uint64_t, uint64_t> fill;  // limit id -> fill_ns
+  for (const auto& l : limits)
+    if (l.cost) fill[l.id] = l.fill_ns;
+  timespec m{};
+  clock_gettime(CLOCK_MONOTONIC, &m);
+  const uint64_t now = static_cast<uint64_t>(m.tv_sec) * 1000000000ULL + static_cast<uint64_t>(m.tv_nsec);
+  std::vector<pd_rl_bucket_key> doomed;
+  pd_rl_bucket_key key{}, next{};
+  pd_rl_bucket_key* cur = nullptr;
+  while (bpf_map_get_next_key(fd, cur, &next) == 0) {
+    key = next;
+    cur = &key;
+    pd_rl_bucket b{};
+    if (bpf_map_lookup_elem(fd, &key, &b) != 0) continue;
+    auto it = fill.find(key.id);
+    if (it == fill.end()) {
+      doomed.push_back(key);  // its limit is gone
+      continue;
+    }
+    // idle long enough to be full again: forgetting it changes nothing (a new one starts full)
+    if (key.kind != PD_RLK_SHARED && now > b.last_ns && now - b.last_ns >= it->second) doomed.push_back(key);
+  }
+  for (const auto& k : doomed) bpf_map_delete_elem(fd, &k);
+  return doomed.size();
 }
 
 Status Dataplane::set_wall_clock_for_test(int64_t unix_seconds) {
@@ -416,6 +449,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   if (!entry_) return make_error(fmt::format("opening the entry program: {}", errstr(errno)));
   bpf_map__set_max_entries(entry_->maps.pd_flows, opts.max_flows);
   bpf_map__set_max_entries(entry_->maps.pd_accum, opts.accum_entries);
+  bpf_map__set_max_entries(entry_->maps.pd_rl_buckets, opts.max_flows);
   for (const auto& [name, fd] : keep_maps) {
     bpf_map* m = bpf_object__find_map_by_name(entry_->obj, name.c_str());
     if (!m) continue;
@@ -436,6 +470,9 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   if (auto st = load_stage(host_, host_bpf__open, host_bpf__load, host_obj, owner, "host"); !st) return st;
   if (auto st = load_stage(path_, path_bpf__open, path_bpf__load, path_obj, owner, "path"); !st) return st;
   if (auto st = load_stage(jwt_, jwt_bpf__open, jwt_bpf__load, jwt_obj, owner, "jwt"); !st) return st;
+  if (auto st = load_stage(ratelimit_, ratelimit_bpf__open, ratelimit_bpf__load, ratelimit_obj, owner, "ratelimit");
+      !st)
+    return st;
   if (auto st = load_stage(verdict_, verdict_bpf__open, verdict_bpf__load, verdict_obj, owner, "verdict"); !st)
     return st;
   for (const char* name : kSharedMaps) {
@@ -450,6 +487,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   progs_[PD_STAGE_HOST] = bpf_program__fd(host_->progs.pd_host);
   progs_[PD_STAGE_PATH] = bpf_program__fd(path_->progs.pd_path);
   progs_[PD_STAGE_JWT] = bpf_program__fd(jwt_->progs.pd_jwt);
+  progs_[PD_STAGE_RATELIMIT] = bpf_program__fd(ratelimit_->progs.pd_ratelimit);
   progs_[PD_STAGE_VERDICT] = bpf_program__fd(verdict_->progs.pd_verdict);
   bss_ = static_cast<Bss*>(entry_->bss);
   bss_->pd_build_id = build_id();
@@ -480,6 +518,7 @@ Dataplane::~Dataplane() {
     close(bss_fd_);
   }
   if (verdict_) verdict_bpf__destroy(verdict_);
+  if (ratelimit_) ratelimit_bpf__destroy(ratelimit_);
   if (jwt_) jwt_bpf__destroy(jwt_);
   if (path_) path_bpf__destroy(path_);
   if (host_) host_bpf__destroy(host_);
@@ -663,6 +702,28 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
       k.gen = gen;
       if (bpf_map_update_elem(claims, &k, &e.bits, BPF_ANY) != 0)
         return make_error(fmt::format("writing jwt claims table: {}", errstr(errno)));
+    }
+  }
+  {
+    int limits = map_fd("pd_rl_limits");
+    int buckets = map_fd("pd_rl_buckets");
+    for (uint32_t i = 0; i < PD_RL_LIMITS; ++i) {
+      uint32_t key = gen * PD_RL_LIMITS + i;
+      pd_rl_limit l = i < t.limits.size() ? t.limits[i] : pd_rl_limit{};
+      if (bpf_map_update_elem(limits, &key, &l, BPF_ANY) != 0)
+        return make_error(fmt::format("writing rate limit table: {}", errstr(errno)));
+      if (!l.cost) continue;
+      // the shared bucket for keys that find the bucket table full: made now, while there is room
+      pd_rl_bucket_key bk{};
+      bk.id = l.id;
+      bk.kind = PD_RLK_SHARED;
+      timespec m{};
+      clock_gettime(CLOCK_MONOTONIC, &m);
+      pd_rl_bucket b{};
+      b.credit = l.cap;
+      b.last_ns = static_cast<uint64_t>(m.tv_sec) * 1000000000ULL + static_cast<uint64_t>(m.tv_nsec);
+      if (bpf_map_update_elem(buckets, &bk, &b, BPF_NOEXIST) != 0 && errno != EEXIST)
+        return make_error(fmt::format("creating the shared bucket of a rate limit: {}", errstr(errno)));
     }
   }
   for (uint32_t s = 0; s < PD_STAGE_MAX; ++s) {

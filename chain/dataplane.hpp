@@ -24,6 +24,7 @@ struct sni_bpf;
 struct host_bpf;
 struct path_bpf;
 struct jwt_bpf;
+struct ratelimit_bpf;
 struct verdict_bpf;
 
 namespace policyd::chain {
@@ -40,8 +41,9 @@ struct Attachment {
 };
 
 // The stages this build loads, in PROG_ARRAY slot order within a generation.
-inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP, PD_STAGE_SNI,    PD_STAGE_HOST,
-                                             PD_STAGE_PATH,  PD_STAGE_JWT,  PD_STAGE_VERDICT};
+inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP,      PD_STAGE_SNI,    PD_STAGE_HOST,
+                                             PD_STAGE_PATH,  PD_STAGE_JWT,       PD_STAGE_RATELIMIT,
+                                             PD_STAGE_VERDICT};
 
 class Dataplane {
  public:
@@ -104,6 +106,9 @@ class Dataplane {
   // The runtime map: the wall clock offset the JWT stage reads (refresh it every second)
   // and, with new_token_key, a fresh random key for the token cache's hash.
   Status refresh_runtime(bool new_token_key = false);
+  // Forgets rate-limit buckets idle long enough to be full again (and those of limits that
+  // are gone); returns how many. `limits`: the active generation's.
+  size_t sweep_buckets(const std::vector<pd_rl_limit>& limits);
   // Test-only: the JWT stage's clock reads `unix_seconds` now (and runs on from there).
   Status set_wall_clock_for_test(int64_t unix_seconds);
   // The daemon's answer for a token the JWT stage sent it (the ring buffer pd_events).
@@ -129,6 +134,7 @@ class Dataplane {
   host_bpf* host_ = nullptr;
   path_bpf* path_ = nullptr;
   jwt_bpf* jwt_ = nullptr;
+  ratelimit_bpf* ratelimit_ = nullptr;
   verdict_bpf* verdict_ = nullptr;
   std::map<std::string, int> maps_;  // shared maps by name (fds owned when adopted)
   int progs_[PD_STAGE_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1};

@@ -63,6 +63,14 @@ class JwtStage final : public Stage {
   std::string diff(const Tables& from, const Tables& to) const override;
 };
 
+// ratelimit: the token-bucket limits (rate, burst, key, action).
+class RateLimitStage final : public Stage {
+ public:
+  uint32_t id() const override { return PD_STAGE_RATELIMIT; }
+  Status compile(const config::Policy&, uint32_t gen, uint64_t seed, Tables& out) const override;
+  std::string diff(const Tables& from, const Tables& to) const override;
+};
+
 // verdict: default action and fail mode.
 class VerdictStage final : public Stage {
  public:

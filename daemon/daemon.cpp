@@ -18,6 +18,9 @@
 
 #include <boost/asio/post.hpp>
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -321,6 +324,27 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   nlohmann::json verdicts = nlohmann::json::object();
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
     verdicts[std::string(abi::action_name(a))] = at(PD_C_VERDICT_BASE + a);
+  nlohmann::json limits = nlohmann::json::object();
+  {
+    int hits_fd = dp_->map_fd("pd_rl_hits");
+    const uint32_t g = dp_->active_gen();
+    size_t i = 0;
+    for (const auto& [name, rl] : policy_.ratelimits) {
+      uint64_t v[2] = {0, 0};
+      for (uint32_t limited = 0; limited < 2; ++limited) {
+        uint32_t key = (g * PD_RL_LIMITS + static_cast<uint32_t>(i)) * 2 + limited;
+        std::vector<uint64_t> percpu(static_cast<size_t>(libbpf_num_possible_cpus()));
+        if (bpf_map_lookup_elem(hits_fd, &key, percpu.data()) == 0)
+          for (auto x : percpu) v[limited] += x;
+      }
+      limits[name] = {{"allowed", v[0]}, {"limited", v[1]}};
+      ++i;
+    }
+  }
+  nlohmann::json ratelimit = {{"allowed", at(PD_C_RL_ALLOWED)},
+                              {"limited", at(PD_C_RL_LIMITED)},
+                              {"shared_bucket", at(PD_C_RL_SHARED)},
+                              {"limits", limits}};
   nlohmann::json jwt_reasons = nlohmann::json::object();
   for (unsigned j = PD_J_OK; j <= PD_J_UNVERIFIED; ++j)
     jwt_reasons[j == PD_J_OK ? std::string("valid") : std::string(jwt::reason_name(static_cast<pd_jwt_reason>(j)))] =
@@ -351,7 +375,7 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   control::Response r;
   r.arguments = {{"counters", counters}, {"verdicts", verdicts}, {"fail_mode", fail},
                  {"stages", stages},     {"rules", rl},         {"flows", {{"max", policy_.limits.max_flows}}},
-                 {"jwt", jwt}};
+                 {"jwt", jwt},          {"ratelimit", ratelimit}};
   return r;
 }
 

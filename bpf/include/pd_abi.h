@@ -5,6 +5,7 @@
 #define PD_ABI_H
 
 #include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_spin_lock */
 
 #define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
 #define PD_CTX_VERSION 1
@@ -68,6 +69,7 @@ enum pd_reason {
 	PD_R_TLS_LENGTH = 22,        /* ClientHello lengths that do not add up (records, fields, extensions) */
 	PD_R_TLS_BAD_SNI = 23,       /* server_name malformed, repeated, or not a host name */
 	PD_R_JWT_UNVERIFIED = 24,    /* a token the daemon did not verify in time (or no provider table) */
+	PD_R_RL_NO_KEY = 25,         /* a rate limit's key is missing (jwt_sub without a verified token) */
 	PD_R_MAX = 32,
 };
 
@@ -122,6 +124,9 @@ enum pd_counter {
 	PD_C_JWT_VERIFIED,                             /* HMAC verified in the dataplane */
 	PD_C_JWT_PUNTED,                               /* sent to the daemon (RSA/ECDSA, or JSON the dataplane leaves to it) */
 	PD_C_JWT_PUNT_LOST,                            /* could not be sent (ring buffer full) */
+	PD_C_RL_ALLOWED,                               /* requests that drew a token */
+	PD_C_RL_LIMITED,                               /* requests over a limit (429 or drop) */
+	PD_C_RL_SHARED,                                /* drew from a limit's shared bucket (bucket table full) */
 	PD_C_MAX = 128,
 };
 
@@ -341,6 +346,46 @@ struct pd_event_jwt {
 	__u8 token[PD_JWT_MAX];
 };
 
+/* ---- rate limits ---------------------------------------------------------------------
+ * Token buckets with exact integer credit: every ns adds `add` credit, a token costs
+ * `cost`, a bucket holds at most `cap` = burst * cost (add/cost = rate per ns, reduced by
+ * their gcd). Limits: ARRAY indexed gen * PD_RL_LIMITS + (route slot ratelimit - 1). */
+#define PD_RL_LIMITS 32
+
+enum pd_rl_key {
+	PD_RLK_CLIENT_IP = 1, /* IPv4 address, IPv6 /64 */
+	PD_RLK_JWT_SUB = 2,
+	PD_RLK_HOST = 3,
+	PD_RLK_ROUTE = 4,
+	PD_RLK_GLOBAL = 5,
+	PD_RLK_SHARED = 15,   /* the limit's bucket for keys that found the bucket table full */
+};
+
+struct pd_rl_limit {
+	__u64 id;       /* stable across generations (hash of name and key kind): buckets carry over */
+	__u64 add;      /* credit per ns */
+	__u64 cost;     /* credit per token */
+	__u64 cap;      /* burst * cost */
+	__u64 fill_ns;  /* ceil(cap / add): a bucket idle this long is full (and may be forgotten) */
+	__u8 key;       /* pd_rl_key */
+	__u8 action;    /* PD_ACT_REJECT (429) or PD_ACT_DROP */
+	__u8 pad[6];
+};
+
+struct pd_rl_bucket_key {
+	__u64 id;       /* pd_rl_limit.id */
+	__u32 kind;     /* pd_rl_key */
+	__u32 pad;
+	__u64 k[2];     /* the key: address, /64, hash of sub or host, route; 0 for global */
+};
+
+struct pd_rl_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 credit;
+	__u64 last_ns;  /* bpf_ktime of the last refill */
+};
+
 /* ---- method bits (same as config::Method) ------------------------------------------ */
 enum pd_method {
 	PD_M_GET = 1u << 0,
@@ -414,6 +459,9 @@ struct pd_ctx {
 	__u8 jwt_reason;   /* pd_jwt_reason of the JWT stage's decision */
 	__u64 jwt_require; /* claim bits of the matched route */
 	__u64 jwt_sub;     /* pd_hash of the verified token's sub (0: none) — the rate limit's jwt_sub key */
+	__u64 host_hash;   /* pd_hash of the whole normalized host (host stage) — the rate limit's host key */
+	__u32 retry_after; /* rate limit: seconds until a token is there (the 429's Retry-After) */
+	__u32 rl_index;    /* rate limit: the limit's index in the generation (counters) */
 	__u64 hash_seed;
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by

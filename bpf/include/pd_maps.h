@@ -128,4 +128,30 @@ struct {
 	__uint(max_entries, 1 << 21); /* 2 MiB: ~500 tokens in flight to the daemon */
 } pd_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PD_GENERATIONS * PD_RL_LIMITS);
+	__type(key, __u32);
+	__type(value, struct pd_rl_limit);
+} pd_rl_limits SEC(".maps");
+
+/* Not LRU (a spin lock is not allowed there, and a flood of new keys must not evict busy
+ * buckets): the daemon forgets buckets idle long enough to be full again, which changes
+ * nothing (a new bucket starts full). A key that finds the table full uses its limit's
+ * shared bucket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144); /* set at load: limits.max_flows */
+	__type(key, struct pd_rl_bucket_key);
+	__type(value, struct pd_rl_bucket);
+} pd_rl_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PD_GENERATIONS * PD_RL_LIMITS * 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} pd_rl_hits SEC(".maps"); /* [(gen * PD_RL_LIMITS + limit) * 2 + limited] */
+
 #endif /* PD_MAPS_H */

@@ -68,6 +68,7 @@ PD_INLINE struct pd_host_val *pd_match_name(struct pd_ctx *ctx, __u32 kind_base)
 	bpf_loop(PD_HOST_MAX, pd_name_cb, &w, 0);
 	pd_name_consider(&w, PD_HOST_EXACT, w.h, 0);
 	pd_name_consider(&w, PD_HOST_ANY, 0, 0);
+	ctx->host_hash = w.h;
 	if (w.best == PD_RULE_NONE)
 		return 0;
 	struct pd_host_key k = { .gen = ctx->gen, .kind = w.best_kind, .hash = w.best_hash };

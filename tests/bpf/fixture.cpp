@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <catch2/catch.hpp>
 
 #include "chain/compile.hpp"
@@ -17,6 +19,21 @@ std::atomic<uint16_t> g_port{41000};
 std::string policy_with(const std::string& body, const std::string& head) {
   return "version: 1\ninterfaces: [\"lo\"]\nlisteners:\n  - name: web\n    port: 80\n    protocol: http\n" +
          head + body;
+}
+
+HsProvider::HsProvider() {
+  char dir[] = "/tmp/pd-hs.XXXXXX";
+  if (!mkdtemp(dir)) FAIL("mkdtemp");
+  dir_ = dir;
+  secret_ = dir_ + "/main.key";
+  std::ofstream(secret_) << "test-secret-" << dir_ << "\n";
+}
+
+HsProvider::~HsProvider() { std::filesystem::remove_all(dir_); }
+
+std::string HsProvider::yaml() const {
+  return "jwt_providers:\n  main:\n    issuer: \"https://auth.example.com\"\n    audiences: [\"api\"]\n"
+         "    algorithms: [HS256]\n    secret_file: \"" + secret_ + "\"\n";
 }
 
 Fixture::Fixture(const std::string& policy_yaml) {
@@ -70,6 +87,7 @@ Packet Conn::base() const {
     p.src = "2001:db8:c::2";
     p.dst = "2001:db8:5::2";
   }
+  if (!src_.empty()) p.src = src_;
   p.sport = sport_;
   p.dport = dport_;
   p.ack = srv_;

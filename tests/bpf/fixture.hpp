@@ -50,15 +50,34 @@ class Conn {
   Outcome fin();
   Packet base() const;
   uint32_t next_rel() const { return next_ - isn_ - 1; }
+  // Another client address (before syn()): "" keeps the default of the family.
+  void set_src(std::string src) { src_ = std::move(src); }
 
  private:
   Fixture& fx_;
   int family_, vlan_;
   uint16_t sport_, dport_;
+  std::string src_;
   uint32_t isn_ = 100000, next_ = 100001, srv_ = 700001;
 };
 
 // A policy text for tests: `body` is appended after version/interfaces/listeners.
 std::string policy_with(const std::string& body, const std::string& head = "");
+
+// A temporary directory with an HS256 secret, and the jwt_providers section of a provider
+// "main" (issuer https://auth.example.com, audience api, HS256) that uses it.
+class HsProvider {
+ public:
+  HsProvider();
+  ~HsProvider();
+  HsProvider(const HsProvider&) = delete;
+  HsProvider& operator=(const HsProvider&) = delete;
+  const std::string& secret_file() const { return secret_; }
+  const std::string& dir() const { return dir_; }
+  std::string yaml() const;
+
+ private:
+  std::string dir_, secret_;
+};
 
 }  // namespace policyd::test

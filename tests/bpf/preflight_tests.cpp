@@ -153,19 +153,8 @@ TEST_CASE("preflight probes sni rules with ClientHellos, and catches a wrong sni
 }
 
 TEST_CASE("preflight knows a route that needs a token refuses a request without one", "[preflight][jwt]") {
-  char dir[] = "/tmp/pf-jwt.XXXXXX";
-  REQUIRE(mkdtemp(dir));
-  const std::string secret = std::string(dir) + "/main.key";
-  std::ofstream(secret) << "preflight-secret\n";
-  const std::string yaml = policy_with(R"(chain: [host, path, jwt]
-default_action: deny
-jwt_providers:
-  main:
-    issuer: "https://auth.example.com"
-    audiences: ["api"]
-    algorithms: [HS256]
-    secret_file: ")" + secret + R"("
-hosts:
+  HsProvider provider;
+  const std::string yaml = policy_with("chain: [host, path, jwt]\ndefault_action: deny\n" + provider.yaml() + R"(hosts:
   - match: "app.example.com"
     routes:
       - path: { prefix: "/v1/" }
@@ -191,5 +180,4 @@ hosts:
   INFO(joined(report->failures));
   CHECK(report->failures.empty());
   CHECK(report->probes >= 4);
-  std::filesystem::remove_all(dir);
 }

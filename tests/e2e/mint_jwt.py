@@ -3,7 +3,7 @@
 cryptography (python3-cryptography) -- tools independent of policyd.
 
   mint_jwt.py token --alg HS256 --key SECRET_FILE [--kid K] [--claims JSON] [--exp-in S]
-                    [--nbf-in S] [--no-exp]
+                    [--nbf-in S] [--no-exp] [--drop CLAIM]
       prints a token; claims default to iss https://auth.example.com, aud api, sub alice,
       exp now+300 (--exp-in, relative to now; --no-exp leaves it out)
   mint_jwt.py jwks PEM:KID [PEM:KID ...]
@@ -38,6 +38,8 @@ def cmd_token(a):
     if a.nbf_in is not None:
         claims["nbf"] = now + a.nbf_in
     claims.update(json.loads(a.claims))
+    for name in a.drop:
+        claims.pop(name, None)
     headers = {"kid": a.kid} if a.kid else None
     if a.alg.startswith("HS"):
         with open(a.key, "rb") as f:
@@ -76,6 +78,7 @@ def main():
     t.add_argument("--exp-in", type=int, default=300)
     t.add_argument("--nbf-in", type=int)
     t.add_argument("--no-exp", action="store_true")
+    t.add_argument("--drop", action="append", default=[], help="leave this claim out")
     j = sub.add_parser("jwks")
     j.add_argument("keys", nargs="+")
     a = p.parse_args()

@@ -1,0 +1,149 @@
+// The rate-limit stage packet by packet through the real programs: a burst admits exactly
+// `burst` requests per key and refuses the rest (429, or drop), keys are separated as POLICY.md
+// says (client address, IPv6 /64, global), a key the request lacks is the fail mode, preflight
+// probes draw no tokens, and an apply that keeps a limit's name and key keeps its buckets.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "fixture.hpp"
+
+using namespace policyd::test;
+
+namespace {
+
+std::string policy(const std::string& per_client_burst = "3") {
+  return policy_with(R"(chain: [host, path, ratelimit]
+default_action: deny
+ratelimits:
+  per_client:
+    key: client_ip
+    rate: 1/h
+    burst: )" + per_client_burst + R"(
+  everyone:
+    key: global
+    rate: 1/h
+    burst: 2
+    action: drop
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/limited/" }
+        ratelimit: per_client
+        action: allow
+      - path: { prefix: "/global/" }
+        ratelimit: everyone
+        action: allow
+      - path: { prefix: "/" }
+        action: allow
+)");
+}
+
+std::string get(const std::string& path) {
+  return "GET " + path + " HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: t\r\n\r\n";
+}
+
+// One request on a new connection from `src`; the outcome.
+Outcome request(Fixture& fx, const std::string& path, const std::string& src = "", int family = 4) {
+  Conn c(fx, family);
+  c.set_src(src);
+  c.syn();
+  return c.send(get(path));
+}
+
+int admitted(Fixture& fx, const std::string& path, int n, const std::string& src = "", int family = 4) {
+  int ok = 0;
+  for (int i = 0; i < n; ++i) {
+    Outcome o = request(fx, path, src, family);
+    if (o.passed_unchanged()) ++ok;
+  }
+  return ok;
+}
+
+}  // namespace
+
+TEST_CASE("a burst admits exactly burst requests per client; the rest get the 429", "[ratelimit]") {
+  Fixture fx(policy());
+  CHECK(request(fx, "/limited/a").counter(PD_C_RL_ALLOWED) == 1);
+  CHECK(admitted(fx, "/limited/a", 1) == 1);
+  CHECK(admitted(fx, "/limited/b", 1) == 1);
+  Outcome o = request(fx, "/limited/c");
+  CHECK(o.refused());  // the server side is reset; the client got the 429
+  CHECK(o.verdict(PD_ACT_REJECT) == 1);
+  CHECK(o.counter(PD_C_RL_LIMITED) == 1);
+  CHECK(admitted(fx, "/other", 3) == 3);  // a route without a limit draws nothing
+  CHECK(request(fx, "/other").counter(PD_C_RL_ALLOWED) == 0);
+
+  SECTION("another client address has its own bucket") {
+    CHECK(admitted(fx, "/limited/x", 5, "198.51.100.77") == 3);
+  }
+  SECTION("IPv6 clients share a bucket per /64") {
+    CHECK(admitted(fx, "/limited/x", 2, "2001:db8:c::10", 6) == 2);
+    CHECK(admitted(fx, "/limited/x", 3, "2001:db8:c::20", 6) == 1);   // same /64
+    CHECK(admitted(fx, "/limited/x", 3, "2001:db8:c:1::2", 6) == 3);  // another /64
+  }
+}
+
+TEST_CASE("a global limit is shared by every client; its action drop drops", "[ratelimit]") {
+  Fixture fx(policy());
+  CHECK(admitted(fx, "/global/a", 1, "198.51.100.10") == 1);
+  CHECK(admitted(fx, "/global/a", 1, "198.51.100.11") == 1);
+  Outcome o = request(fx, "/global/a", "198.51.100.12");
+  CHECK(o.dropped());
+  CHECK(o.verdict(PD_ACT_DROP) == 1);
+}
+
+TEST_CASE("a jwt_sub limit keys on the verified token's sub; a token without sub is the fail mode", "[ratelimit][jwt]") {
+  HsProvider provider;
+  const std::string& secret = provider.secret_file();
+  const std::string dir = provider.dir();
+  Fixture fx(policy_with("chain: [host, path, jwt, ratelimit]\ndefault_action: deny\n" + provider.yaml() + R"(ratelimits:
+  per_sub:
+    key: jwt_sub
+    rate: 1/h
+    burst: 2
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/sub/" }
+        jwt: main
+        ratelimit: per_sub
+        action: allow
+)"));
+  auto mint = [&](const std::string& extra) {
+    std::string cmd = std::string("/usr/bin/python3 ") + POLICYD_TEST_SOURCE_DIR + "/tests/e2e/mint_jwt.py token --alg HS256 --key " +
+                      secret + " " + extra + " > " + dir + "/t";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    std::ifstream in(std::string(dir) + "/t");
+    std::string t;
+    std::getline(in, t);
+    return t;
+  };
+  auto with_token = [&](const std::string& token, const std::string& src) {
+    Conn c(fx);
+    c.set_src(src);
+    c.syn();
+    return c.send("GET /sub/x HTTP/1.1\r\nHost: app.example.com\r\nAuthorization: Bearer " + token + "\r\n\r\n");
+  };
+  const std::string alice = mint("--claims '{\"sub\": \"alice\"}'"), bob = mint("--claims '{\"sub\": \"bob\"}'");
+  int alice_ok = 0;
+  for (int i = 0; i < 4; ++i)  // from two addresses: the bucket is alice's, not an address's
+    alice_ok += with_token(alice, i % 2 ? "198.51.100.20" : "198.51.100.21").passed_unchanged();
+  CHECK(alice_ok == 2);
+  CHECK(with_token(bob, "198.51.100.20").passed_unchanged());
+  Outcome o = with_token(mint("--drop sub"), "198.51.100.20");
+  CHECK(o.reason(PD_R_RL_NO_KEY) == 1);
+  CHECK(o.refused());
+}
+
+TEST_CASE("an apply that keeps a limit's name and key keeps its buckets; a new burst applies at once", "[ratelimit]") {
+  Fixture fx(policy("3"));
+  CHECK(admitted(fx, "/limited/a", 5) == 3);
+  fx.apply(policy("3"));  // a generation flip: the same limit
+  CHECK(admitted(fx, "/limited/a", 2) == 0);
+  fx.apply(policy("5"));  // a larger burst: the empty bucket stays empty (1/h refills slowly)
+  CHECK(admitted(fx, "/limited/a", 2) == 0);
+  CHECK(admitted(fx, "/limited/a", 5, "198.51.100.99") == 5);  // a new client gets the new burst
+}
