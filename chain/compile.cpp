@@ -38,7 +38,6 @@ uint8_t action_of(Action action) {
   return PD_ACT_DENY;
 }
 
-bool stage_implemented(StageKind) { return true; }
 
 namespace {
 
@@ -265,19 +264,9 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
   if (!layout) return layout.error();
   t.jwt = std::move(*layout);
 
-  // ---- the chain order (stages this build does not have yet are refused where used)
+  // ---- the chain order
   for (auto& n : t.next) n = PD_STAGE_NONE;
   for (auto kind : policy.chain) {
-    if (!stage_implemented(kind)) {
-      for (const auto& h : policy.hosts)
-        for (const auto& r : h.routes)
-          if ((kind == StageKind::Jwt && r.jwt) || (kind == StageKind::Ratelimit && r.ratelimit))
-            return make_error(fmt::format("{}: route uses '{}', but the {} stage is not implemented "
-                                          "in this build yet",
-                                          where(r.loc), kind == StageKind::Jwt ? "jwt" : "ratelimit",
-                                          config::to_string(kind)));
-      continue;
-    }
     t.stages.push_back(stage_of(kind));
   }
   uint32_t first = t.stages.empty() ? uint32_t{PD_STAGE_VERDICT} : t.stages.front();

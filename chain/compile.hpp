@@ -57,8 +57,6 @@ struct Tables {
 uint32_t stage_of(config::StageKind kind);
 uint8_t action_of(config::Action action);
 
-// The stages this build implements in the dataplane.
-bool stage_implemented(config::StageKind kind);
 
 // gen: 0 or 1. seed: the generation's hash seed. keys: the JWT providers' key material
 // (needed when a provider lists an HS* algorithm).

@@ -256,12 +256,14 @@ int main(int argc, char** argv) {
   const std::string rs_token = token_of("RS256", "rsa.pem", "rsa-1");
   const std::string es_token = token_of("ES256", "ec.pem", "ec-1");
   const std::string jwt_yaml = "version: 1\ninterfaces: [\"lo\"]\nlisteners:\n  - name: web\n    port: 80\n"
-                               "    protocol: http\nchain: [host, path, jwt]\njwt_providers:\n  main:\n"
+                               "    protocol: http\nchain: [host, path, jwt, ratelimit]\njwt_providers:\n  main:\n"
                                "    issuer: \"https://auth.example.com\"\n    audiences: [\"api\"]\n"
                                "    algorithms: [HS256, RS256, ES256]\n    secret_file: \"" + kd + "/main.key\"\n"
                                "    jwks_file: \"" + kd + "/jwks.json\"\nhosts:\n  - match: \"app.example.com\"\n"
                                "    routes:\n      - path: { prefix: \"/api/\" }\n        jwt: main\n"
-                               "        action: allow\n      - path: { prefix: \"/opn/\" }\n        action: allow\n";
+                               "        action: allow\n      - path: { prefix: \"/opn/\" }\n        action: allow\n"
+                               "      - path: { prefix: \"/rlm/\" }\n        ratelimit: lots\n        action: allow\n"
+                               "ratelimits:\n  lots:\n    key: client_ip\n    rate: 1000000000/s\n";
   auto jwt_dp = chain::Dataplane::load(opts);
   auto jwt_policy = config::load_policy_string(jwt_yaml, "bench-jwt.yaml");
   auto material = chain::read_key_material(jwt_policy);
@@ -299,6 +301,12 @@ int main(int argc, char** argv) {
   Packet jopen = jget;  // the same head to a route without jwt: what the stage adds is the difference
   jopen.payload.replace(jopen.payload.find("/api/"), 5, "/opn/");
   auto jopen_pkt = jopen.build();
+  Packet plain = jget;  // no token: a route without anything, and one with a rate limit
+  plain.payload = "GET /opn/items?id=42 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: curl/7.88.1\r\n"
+                  "Accept: */*\r\n\r\n";
+  Packet limited = plain;
+  limited.payload.replace(limited.payload.find("/opn/"), 5, "/rlm/");
+  auto plain_pkt = plain.build(), limited_pkt = limited.build();
   if (test_run(jwt_fd, jget_pkt, 1).retval != 0) {
     std::fprintf(stderr, "the JWT bench policy does not allow its token\n");
     return 1;
@@ -346,6 +354,10 @@ int main(int argc, char** argv) {
   measure("TLS ClientHello, 1st of two segments (kept)", [&] { return tls_single(nullptr, s1); },
           [&] { return run_single(empty_fd, s1, false); });
 
+  measure("GET, route without a limit", [&] { return jwt_single(false, plain_pkt); },
+          [&] { return run_single(empty_fd, plain_pkt, false); });
+  measure("GET, route with a rate limit (token taken)", [&] { return jwt_single(false, limited_pkt); },
+          [&] { return run_single(empty_fd, limited_pkt, false); });
   measure("GET with a token, route without jwt", [&] { return jwt_single(false, jopen_pkt); },
           [&] { return run_single(empty_fd, jopen_pkt, false); });
   measure("GET + HS256 token, cache hit", [&] { return jwt_single(false, jget_pkt); },
