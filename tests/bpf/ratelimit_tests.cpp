@@ -8,8 +8,16 @@
 #include <filesystem>
 #include <fstream>
 
+#include <bpf/bpf.h>
+
+#include <chrono>
+#include <thread>
+
+#include "chain/compile.hpp"
+#include "config/loader.hpp"
 #include "fixture.hpp"
 
+using namespace policyd;
 using namespace policyd::test;
 
 namespace {
@@ -146,4 +154,51 @@ TEST_CASE("an apply that keeps a limit's name and key keeps its buckets; a new b
   fx.apply(policy("5"));  // a larger burst: the empty bucket stays empty (1/h refills slowly)
   CHECK(admitted(fx, "/limited/a", 2) == 0);
   CHECK(admitted(fx, "/limited/a", 5, "198.51.100.99") == 5);  // a new client gets the new burst
+}
+
+TEST_CASE("buckets idle until full are forgotten; the shared bucket and busy ones stay", "[ratelimit]") {
+  const std::string yaml = policy_with(R"(chain: [host, path, ratelimit]
+ratelimits:
+  fast:
+    key: client_ip
+    rate: 1000/s
+    burst: 2
+  slow:
+    key: client_ip
+    rate: 1/h
+    burst: 2
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/fast/" }
+        ratelimit: fast
+        action: allow
+      - path: { prefix: "/slow/" }
+        ratelimit: slow
+        action: allow
+)");
+  Fixture fx(yaml);
+  auto& dp = fx.dp();
+  auto count_buckets = [&](uint32_t kind) {
+    int fd = dp.map_fd("pd_rl_buckets"), n = 0;
+    pd_rl_bucket_key key{}, next{};
+    pd_rl_bucket_key* cur = nullptr;
+    while (bpf_map_get_next_key(fd, cur, &next) == 0) {
+      key = next;
+      cur = &key;
+      n += key.kind == kind;
+    }
+    return n;
+  };
+  CHECK(count_buckets(PD_RLK_SHARED) == 2);  // made at apply
+  CHECK(admitted(fx, "/fast/a", 1) == 1);
+  CHECK(admitted(fx, "/slow/a", 1) == 1);
+  CHECK(count_buckets(PD_RLK_CLIENT_IP) == 2);
+  auto tables = chain::compile(config::load_policy_string(yaml, "t.yaml"), dp.active_gen(), dp.hash_seed());
+  REQUIRE(tables);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // "fast" refills in 2 ms; "slow" in 2 h
+  CHECK(dp.sweep_buckets(tables->limits) == 1);
+  CHECK(count_buckets(PD_RLK_CLIENT_IP) == 1);
+  CHECK(count_buckets(PD_RLK_SHARED) == 2);
+  CHECK(admitted(fx, "/slow/b", 2) == 1);  // the busy one kept its state
 }
