@@ -59,7 +59,10 @@ Status ensure_bpffs(const std::string& pin_dir) {
 }
 
 Daemon::Daemon(DaemonOptions opts)
-    : opts_(std::move(opts)), signals_(io_, SIGINT, SIGTERM, SIGHUP), ctl_(io_, opts_.socket_path, commands_) {}
+    : opts_(std::move(opts)),
+      signals_(io_, SIGINT, SIGTERM, SIGHUP),
+      watchdog_(io_),
+      ctl_(io_, opts_.socket_path, commands_) {}
 
 Status Daemon::attach_matching(const config::Policy& policy) {
   std::vector<std::string> names;
@@ -278,6 +281,7 @@ void Daemon::wait_signal() {
 void Daemon::stop() {
   sd_notify(0, "STOPPING=1");
   ctl_.stop();
+  watchdog_.cancel();
   if (jwt_) jwt_->stop();
   boost::system::error_code ec;
   signals_.cancel(ec);
@@ -422,8 +426,18 @@ control::Response Daemon::cmd_detach(const nlohmann::json&) {
   return r;
 }
 
+void Daemon::watchdog() {
+  sd_notify(0, "WATCHDOG=1");
+  watchdog_.expires_after(std::chrono::microseconds(watchdog_usec_ / 2));
+  watchdog_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) watchdog();
+  });
+}
+
 void Daemon::run() {
   wait_signal();
+  // systemd's WatchdogSec= (WATCHDOG_USEC): keep-alives from the io loop itself
+  if (sd_watchdog_enabled(0, &watchdog_usec_) > 0 && watchdog_usec_ > 0) watchdog();
   io_.run();
 }
 

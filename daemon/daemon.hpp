@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "chain/dataplane.hpp"
 #include "chain/stage.hpp"
@@ -50,6 +51,7 @@ class Daemon {
   Result<ApplyReport> apply(const config::Policy& policy, bool dry_run = false);
   control::Response reload();
   void wait_signal();
+  void watchdog();  // WATCHDOG=1 at half of WATCHDOG_USEC, from the io loop (so a stuck loop stops it)
   void stop();
   Status attach_matching(const config::Policy& policy);
   void register_commands();
@@ -61,6 +63,8 @@ class Daemon {
   DaemonOptions opts_;
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
+  boost::asio::steady_timer watchdog_;
+  uint64_t watchdog_usec_ = 0;
   control::Registry commands_;
   control::ControlServer ctl_;  // after io_ and commands_: destroyed before them
   std::unique_ptr<chain::Dataplane> dp_;
