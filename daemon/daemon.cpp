@@ -218,6 +218,18 @@ int Daemon::start() {
     log_main()->error("{}", st.error().message);
     return 2;
   }
+  // reload when the policy file changes (written, replaced by rename, deleted and re-created)
+  watch_ = std::make_unique<ConfigWatch>(
+      io_, opts_.config_path,
+      [this] {
+        log_main()->info("{} changed", opts_.config_path);
+        (void)reload();
+      },
+      [this] {
+        log_main()->warn("{} was deleted or moved away; generation {} keeps enforcing", opts_.config_path,
+                         generation_);
+      });
+  if (auto st = watch_->start(); !st) log_main()->warn("not reloading on file changes: {}", st.error().message);
   register_commands();
   if (auto st = ctl_.start(); !st) {
     log_main()->error("control socket: {}", st.error().message);
@@ -282,6 +294,7 @@ void Daemon::stop() {
   sd_notify(0, "STOPPING=1");
   ctl_.stop();
   watchdog_.cancel();
+  if (watch_) watch_->stop();
   if (jwt_) jwt_->stop();
   boost::system::error_code ec;
   signals_.cancel(ec);

@@ -13,6 +13,7 @@
 #include "chain/stage.hpp"
 #include "config/policy.hpp"
 #include "daemon/control.hpp"
+#include "daemon/config_watch.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/jwt_service.hpp"
 
@@ -69,6 +70,7 @@ class Daemon {
   control::ControlServer ctl_;  // after io_ and commands_: destroyed before them
   std::unique_ptr<chain::Dataplane> dp_;
   std::unique_ptr<JwtService> jwt_;  // after dp_: stopped before it
+  std::unique_ptr<ConfigWatch> watch_;
   config::Policy policy_;
   std::string policy_source_;
   chain::Tables tables_;  // what the active generation was compiled from
