@@ -239,6 +239,15 @@ constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats",
 
 std::shared_ptr<spdlog::logger> chain_log() { return spdlog::get("chain"); }
 
+int64_t ns_of(const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec; }
+
+// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns
+uint64_t monotonic_ns() {
+  timespec m{};
+  clock_gettime(CLOCK_MONOTONIC, &m);
+  return static_cast<uint64_t>(ns_of(m));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Dataplane>> Dataplane::load(const Options& opts) {
@@ -301,12 +310,11 @@ Status Dataplane::refresh_runtime(bool new_token_key) {
     clock_gettime(CLOCK_MONOTONIC, &m1);
     clock_gettime(CLOCK_REALTIME, &r);
     clock_gettime(CLOCK_MONOTONIC, &m2);
-    auto ns = [](const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000LL + t.tv_nsec; };
-    int64_t gap = ns(m2) - ns(m1);
+    int64_t gap = ns_of(m2) - ns_of(m1);
     if (gap < best_gap) {
       best_gap = gap;
-      rt.wall_offset_ns = ns(r) - (ns(m1) + gap / 2);
-      rt.updated_ns = static_cast<uint64_t>(ns(m2));
+      rt.wall_offset_ns = ns_of(r) - (ns_of(m1) + gap / 2);
+      rt.updated_ns = static_cast<uint64_t>(ns_of(m2));
     }
   }
   if (bpf_map_update_elem(fd, &zero, &rt, BPF_ANY) != 0)
@@ -319,9 +327,7 @@ size_t Dataplane::sweep_buckets(const std::vector<pd_rl_limit>& limits) {
   std::map<uint64_t, uint64_t> fill;  // limit id -> fill_ns
   for (const auto& l : limits)
     if (l.cost) fill[l.id] = l.fill_ns;
-  timespec m{};
-  clock_gettime(CLOCK_MONOTONIC, &m);
-  const uint64_t now = static_cast<uint64_t>(m.tv_sec) * 1000000000ULL + static_cast<uint64_t>(m.tv_nsec);
+  const uint64_t now = monotonic_ns();
   std::vector<pd_rl_bucket_key> doomed;
   pd_rl_bucket_key key{}, next{};
   pd_rl_bucket_key* cur = nullptr;
@@ -347,9 +353,7 @@ Status Dataplane::set_wall_clock_for_test(int64_t unix_seconds) {
   uint32_t zero = 0;
   pd_runtime rt{};
   if (bpf_map_lookup_elem(fd, &zero, &rt) != 0) return make_error(fmt::format("reading the runtime map: {}", errstr(errno)));
-  timespec m{};
-  clock_gettime(CLOCK_MONOTONIC, &m);
-  rt.wall_offset_ns = unix_seconds * 1000000000LL - (static_cast<int64_t>(m.tv_sec) * 1000000000LL + m.tv_nsec);
+  rt.wall_offset_ns = unix_seconds * 1000000000LL - static_cast<int64_t>(monotonic_ns());
   if (bpf_map_update_elem(fd, &zero, &rt, BPF_ANY) != 0)
     return make_error(fmt::format("writing the runtime map: {}", errstr(errno)));
   return Ok{};
@@ -717,11 +721,9 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
       pd_rl_bucket_key bk{};
       bk.id = l.id;
       bk.kind = PD_RLK_SHARED;
-      timespec m{};
-      clock_gettime(CLOCK_MONOTONIC, &m);
       pd_rl_bucket b{};
       b.credit = l.cap;
-      b.last_ns = static_cast<uint64_t>(m.tv_sec) * 1000000000ULL + static_cast<uint64_t>(m.tv_nsec);
+      b.last_ns = monotonic_ns();
       if (bpf_map_update_elem(buckets, &bk, &b, BPF_NOEXIST) != 0 && errno != EEXIST)
         return make_error(fmt::format("creating the shared bucket of a rate limit: {}", errstr(errno)));
     }
@@ -834,7 +836,7 @@ Status Dataplane::teardown(const std::string& pin_dir) {
   return Ok{};
 }
 
-Counters Dataplane::read_counters(uint32_t gen, const std::vector<uint32_t>& rules) const {
+Counters Dataplane::read_counters(uint32_t gen, const std::vector<uint32_t>& rules, size_t limits) const {
   Counters c;
   int ncpu = libbpf_num_possible_cpus();
   if (ncpu <= 0) return c;
@@ -852,6 +854,16 @@ Counters Dataplane::read_counters(uint32_t gen, const std::vector<uint32_t>& rul
     uint64_t sum = 0;
     for (auto v : vals) sum += v;
     c.rule_hits[rule] = sum;
+  }
+  int rl = map_fd("pd_rl_hits");
+  for (uint32_t i = 0; i < limits && i < PD_RL_LIMITS; ++i) {
+    uint64_t sum[2] = {0, 0};
+    for (uint32_t limited = 0; limited < 2; ++limited) {
+      uint32_t idx = ((gen & 1) * PD_RL_LIMITS + i) * 2 + limited;
+      if (bpf_map_lookup_elem(rl, &idx, vals.data()) != 0) continue;
+      for (auto v : vals) sum[limited] += v;
+    }
+    c.limit_hits.emplace_back(sum[0], sum[1]);
   }
   return c;
 }

@@ -32,6 +32,8 @@ namespace policyd::chain {
 struct Counters {
   std::vector<uint64_t> values;            // pd_counter indices, summed over CPUs
   std::map<uint32_t, uint64_t> rule_hits;  // rule -> hits in the generation asked for
+  // per rate limit (index in the generation): requests that drew a token, and that were over
+  std::vector<std::pair<uint64_t, uint64_t>> limit_hits;
 };
 
 struct Attachment {
@@ -96,7 +98,7 @@ class Dataplane {
   // Keep the chain enforcing after this process exits (pins stay, filters stay).
   void release_on_exit() { keep_ = true; }
 
-  Counters read_counters(uint32_t gen, const std::vector<uint32_t>& rules) const;
+  Counters read_counters(uint32_t gen, const std::vector<uint32_t>& rules, size_t limits = 0) const;
   Counters read_counters() const { return read_counters(active_gen(), {}); }
   int entry_prog_fd() const { return prog_fd(PD_STAGE_ENTRY); }
   int prog_fd(uint32_t stage) const;

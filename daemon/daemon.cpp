@@ -18,8 +18,6 @@
 
 #include <boost/asio/post.hpp>
 
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -62,6 +60,7 @@ Daemon::Daemon(DaemonOptions opts)
     : opts_(std::move(opts)),
       signals_(io_, SIGINT, SIGTERM, SIGHUP),
       watchdog_(io_),
+      maintenance_(io_),
       ctl_(io_, opts_.socket_path, commands_) {}
 
 Status Daemon::attach_matching(const config::Policy& policy) {
@@ -294,6 +293,7 @@ void Daemon::stop() {
   sd_notify(0, "STOPPING=1");
   ctl_.stop();
   watchdog_.cancel();
+  maintenance_.cancel();
   if (watch_) watch_->stop();
   if (jwt_) jwt_->stop();
   boost::system::error_code ec;
@@ -332,7 +332,7 @@ control::Response Daemon::cmd_status(const nlohmann::json&) {
 control::Response Daemon::cmd_stats(const nlohmann::json&) {
   std::vector<uint32_t> rules;
   for (const auto& ri : tables_.rules) rules.push_back(ri.rule);
-  auto c = dp_->read_counters(dp_->active_gen(), rules);
+  auto c = dp_->read_counters(dp_->active_gen(), rules, tables_.limits.size());
   auto at = [&](unsigned i) -> uint64_t { return i < c.values.size() ? c.values[i] : 0; };
   nlohmann::json counters = {{"packets", at(PD_C_PACKETS)},         {"fast_path", at(PD_C_FAST_PATH)},
                              {"head_partial", at(PD_C_HEAD_PARTIAL)}, {"requests", at(PD_C_REQUESTS)},
@@ -343,18 +343,10 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
     verdicts[std::string(abi::action_name(a))] = at(PD_C_VERDICT_BASE + a);
   nlohmann::json limits = nlohmann::json::object();
   {
-    int hits_fd = dp_->map_fd("pd_rl_hits");
-    const uint32_t g = dp_->active_gen();
     size_t i = 0;
     for (const auto& [name, rl] : policy_.ratelimits) {
-      uint64_t v[2] = {0, 0};
-      for (uint32_t limited = 0; limited < 2; ++limited) {
-        uint32_t key = (g * PD_RL_LIMITS + static_cast<uint32_t>(i)) * 2 + limited;
-        std::vector<uint64_t> percpu(static_cast<size_t>(libbpf_num_possible_cpus()));
-        if (bpf_map_lookup_elem(hits_fd, &key, percpu.data()) == 0)
-          for (auto x : percpu) v[limited] += x;
-      }
-      limits[name] = {{"allowed", v[0]}, {"limited", v[1]}};
+      auto [allowed, limited] = i < c.limit_hits.size() ? c.limit_hits[i] : std::pair<uint64_t, uint64_t>{};
+      limits[name] = {{"allowed", allowed}, {"limited", limited}};
       ++i;
     }
   }
@@ -447,8 +439,19 @@ void Daemon::watchdog() {
   });
 }
 
+void Daemon::maintain() {
+  // rate-limit buckets idle long enough to be full again are forgotten (changes nothing)
+  maintenance_.expires_after(std::chrono::seconds(5));
+  maintenance_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    dp_->sweep_buckets(tables_.limits);
+    maintain();
+  });
+}
+
 void Daemon::run() {
   wait_signal();
+  maintain();
   // systemd's WatchdogSec= (WATCHDOG_USEC): keep-alives from the io loop itself
   if (sd_watchdog_enabled(0, &watchdog_usec_) > 0 && watchdog_usec_ > 0) watchdog();
   io_.run();

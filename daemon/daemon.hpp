@@ -52,7 +52,8 @@ class Daemon {
   Result<ApplyReport> apply(const config::Policy& policy, bool dry_run = false);
   control::Response reload();
   void wait_signal();
-  void watchdog();  // WATCHDOG=1 at half of WATCHDOG_USEC, from the io loop (so a stuck loop stops it)
+  void watchdog();
+  void maintain();  // WATCHDOG=1 at half of WATCHDOG_USEC, from the io loop (so a stuck loop stops it)
   void stop();
   Status attach_matching(const config::Policy& policy);
   void register_commands();
@@ -65,6 +66,7 @@ class Daemon {
   boost::asio::io_context io_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer watchdog_;
+  boost::asio::steady_timer maintenance_;  // every 5 s: forget rate-limit buckets idle until full
   uint64_t watchdog_usec_ = 0;
   control::Registry commands_;
   control::ControlServer ctl_;  // after io_ and commands_: destroyed before them

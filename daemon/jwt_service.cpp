@@ -58,7 +58,6 @@ void JwtService::wait_events() {
 
 void JwtService::tick() {
   if (auto st = dp_.refresh_runtime(); !st) log_jwt()->warn("{}", st.error().message);
-  if (++ticks_ % 5 == 0) dp_.sweep_buckets(tables_.limits);  // rate-limit buckets idle until full
   clock_.expires_after(std::chrono::seconds(1));
   clock_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec && !stopped_) tick();

@@ -2,8 +2,7 @@
 // through the ring buffer (RS*/ES* signatures, and the rare token whose JSON the dataplane
 // leaves alone), verifies them with jwt/ (OpenSSL) against the active policy's providers
 // and writes each answer into the verified-token cache, where the segment TCP resends
-// finds it. It also keeps the dataplane's wall clock current (a 1 s timer) and, every 5 s,
-// forgets rate-limit buckets idle long enough to be full again.
+// finds it. It also keeps the dataplane's wall clock current (a 1 s timer).
 #pragma once
 
 #include <cstdint>
@@ -57,7 +56,6 @@ class JwtService {
   boost::asio::posix::stream_descriptor events_;
   boost::asio::steady_timer clock_;
   bool stopped_ = false;
-  uint64_t ticks_ = 0;
   config::Policy policy_;
   chain::Tables tables_;
   std::map<std::string, jwt::Keys> keys_;

@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common.hpp"
 
 using namespace policyd::e2e;
@@ -104,6 +106,14 @@ TEST_CASE("a burst admits exactly burst requests; the rest get 429 with a Retry-
   CHECK(retry <= 60);
   env.nginx.sync();
   CHECK(env.nginx.lines_with("/limited/").size() == 5);  // refused requests never reached nginx
+  // counted per limit: 5 admitted; 3 + the one above over
+  auto stats = run({POLICYCTL_BIN, "--socket", env.daemon.socket_path(), "-o", "json", "stats"}, 10s);
+  REQUIRE(stats.exit_code == 0);
+  auto j = nlohmann::json::parse(stats.out);
+  auto per_client = (j.contains("arguments") ? j["arguments"] : j)["ratelimit"]["limits"]["per_client"];
+  INFO(per_client.dump());
+  CHECK(per_client["allowed"] == 5);
+  CHECK(per_client["limited"] == 4);
 
   SECTION("another client address has its own bucket") {
     add_client_address(env.topo, "198.51.100.3/24");
