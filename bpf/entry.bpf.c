@@ -200,7 +200,7 @@ PD_INLINE int pd_copy_acc(struct pd_ctx *ctx, struct pd_accum *acc)
 }
 
 PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_pkt *p,
-			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, int preflight)
+			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, __u16 listener, int preflight)
 {
 	ctx->preflight = preflight;
 	ctx->magic = PD_CTX_MAGIC;
@@ -214,6 +214,8 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->payload_off = p->payload_off;
 	ctx->family = p->family;
 	ctx->proto = proto;
+	ctx->listener = listener;
+	ctx->from_stage = PD_STAGE_ENTRY;
 	ctx->seq = p->seq;
 	ctx->ack = p->ack;
 	ctx->payload_len = p->payload_len;
@@ -256,6 +258,18 @@ PD_INLINE int pd_early_fail(struct __sk_buff *skb, struct pd_ctx *ctx, __u8 reas
 {
 	pd_fail(ctx, reason);
 	return pd_tail(skb, ctx, PD_STAGE_VERDICT);
+}
+
+/* A new connection the flow table has no room for: dropped (pd_fail_inline without a
+ * context), and logged here, where the flow is known. */
+PD_INLINE int pd_flow_table_full(struct pd_pkt *p, __u16 listener, __u32 gen, const int preflight)
+{
+	if (!preflight) {
+		__u32 g = gen & 1;
+		__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
+		pd_log_flow(&p->key, listener, tag ? *tag : 0, PD_ACT_DROP, PD_R_FLOW_TABLE_FULL, PD_STAGE_ENTRY);
+	}
+	return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
 }
 
 /* gen: the generation this packet runs in; preflight: a compile-time constant after
@@ -319,11 +333,11 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 				.gen = gen, .listener = l->id, .rule = PD_RULE_NONE,
 			};
 			if (bpf_map_update_elem(&pd_flows, &p.key, &nf, BPF_ANY) < 0)
-				return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
+				return pd_flow_table_full(&p, l->id, gen, preflight);
 			PD_COUNT(PD_C_FLOWS_NEW);
 			f = bpf_map_lookup_elem(&pd_flows, &p.key);
 			if (!f)
-				return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
+				return pd_flow_table_full(&p, l->id, gen, preflight);
 		}
 		if (p.payload_len == 0)
 			return TC_ACT_OK;
@@ -340,7 +354,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		c0 = bpf_map_lookup_elem(&pd_scratch, &zero);
 		if (!c0)
 			return TC_ACT_SHOT;
-		pd_ctx_init(c0, skb, &p, gen, cfg, proto, preflight);
+		pd_ctx_init(c0, skb, &p, gen, cfg, proto, l->id, preflight);
 		return pd_early_fail(skb, c0, PD_R_NO_FLOW);
 	}
 
@@ -356,7 +370,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			__u32 z = 0;
 			struct pd_ctx *rc = bpf_map_lookup_elem(&pd_scratch, &z);
 			if (rc) {
-				pd_ctx_init(rc, skb, &p, gen, cfg, proto, preflight);
+				pd_ctx_init(rc, skb, &p, gen, cfg, proto, l->id, preflight);
 				if (p.tcp_flags & PD_TCP_FIN)
 					rc->payload_len += 1; /* the FIN takes a sequence number */
 				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
@@ -381,7 +395,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
 	if (!ctx)
 		return TC_ACT_SHOT;
-	pd_ctx_init(ctx, skb, &p, gen, cfg, proto, preflight);
+	pd_ctx_init(ctx, skb, &p, gen, cfg, proto, l->id, preflight);
 	/* re-entered by the verdict stage for the next head of this segment? */
 	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
 	ctx->reenter = 0;

@@ -130,6 +130,8 @@ int pd_verdict(struct __sk_buff *skb)
 	struct pd_ctx *ctx = pd_ctx_get();
 	if (!ctx)
 		return TC_ACT_SHOT;
+	/* the stage that handed over the decision (for its event) */
+	__u8 decided_by = ctx->from_stage;
 	pd_stage_enter(ctx, PD_STAGE_VERDICT);
 	/* one packet, one generation: the half it ran in must not have been refilled under it */
 	__u32 g = ctx->gen & 1;
@@ -154,8 +156,10 @@ int pd_verdict(struct __sk_buff *skb)
 										: PD_ACT_RESET;
 		}
 	}
-	if (action == PD_ACT_NONE)
+	if (action == PD_ACT_NONE) {
 		action = ctx->default_action ? ctx->default_action : PD_ACT_DENY;
+		decided_by = PD_STAGE_VERDICT; /* no rule decided: the default action */
+	}
 	if (ctx->preflight) {
 		/* a probe of a prepared generation: say the decision, touch nothing */
 		if (f)
@@ -165,6 +169,8 @@ int pd_verdict(struct __sk_buff *skb)
 	pd_count(PD_C_VERDICT_BASE + (action & (PD_ACT_MAX - 1)));
 
 	if (action == PD_ACT_ALLOW) {
+		if (ctx->reason != PD_R_NONE)
+			pd_log_ctx(ctx, PD_ACT_ALLOW, 0, decided_by); /* fail open */
 		if (!f)
 			return TC_ACT_OK;
 		f->verdict = PD_ACT_ALLOW;
@@ -230,13 +236,20 @@ int pd_verdict(struct __sk_buff *skb)
 		f->gen = ctx->gen;
 		f->rule = ctx->rule;
 	}
+	/* One event per refusal: logged only here, once the decision is final (a head held
+	 * back above is judged again when TCP resends it, and logged then). */
+	int http = ctx->proto == PD_PROTO_HTTP && ctx->head_len;
+	__u16 status = 0;
+	if (http)
+		status = action == PD_ACT_DENY ? 403 : action == PD_ACT_UNAUTH ? 401 : action == PD_ACT_REJECT ? 429 : 0;
+	pd_log_ctx(ctx, action, status, decided_by);
 	switch (action) {
 	case PD_ACT_DROP:
 		return TC_ACT_SHOT;
 	case PD_ACT_DENY:
 	case PD_ACT_UNAUTH:
 	case PD_ACT_REJECT:
-		return pd_reply_both(skb, ctx, ctx->proto == PD_PROTO_HTTP && ctx->head_len, action);
+		return pd_reply_both(skb, ctx, http, action);
 	default: /* reset, and anything this build does not know: refuse */
 		return pd_reply_both(skb, ctx, 0, action);
 	}

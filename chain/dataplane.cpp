@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -91,6 +92,33 @@ std::string verifier_excerpt(const std::string& log) {
 
 std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
 
+// The capabilities a load needs that this process lacks ("" if none): CAP_BPF and
+// CAP_PERFMON (or CAP_SYS_ADMIN, which implies both) and CAP_NET_ADMIN for TC programs.
+std::string missing_capabilities() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  uint64_t eff = ~uint64_t{0};
+  while (std::getline(in, line))
+    if (line.rfind("CapEff:", 0) == 0) eff = std::stoull(line.substr(7), nullptr, 16);
+  auto has = [&](int cap) { return (eff >> cap) & 1; };
+  constexpr int kNetAdmin = 12, kSysAdmin = 21, kPerfmon = 38, kBpf = 39;
+  std::vector<std::string> missing;
+  if (!has(kBpf) && !has(kSysAdmin)) missing.push_back("CAP_BPF");
+  if (!has(kPerfmon) && !has(kSysAdmin)) missing.push_back("CAP_PERFMON");
+  if (!has(kNetAdmin)) missing.push_back("CAP_NET_ADMIN");
+  return fmt::format("{}", fmt::join(missing, ", "));
+}
+
+// A load refused for want of privilege says which privilege (the verifier log does not:
+// without CAP_PERFMON the verifier itself answers EACCES).
+std::string refused_why(int err) {
+  int e = err < 0 ? -err : err;
+  if (e != EPERM && e != EACCES) return errstr(err);
+  auto missing = missing_capabilities();
+  if (missing.empty()) return errstr(err);
+  return errstr(err) + " (this process lacks " + missing + "; policyd needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)";
+}
+
 template <typename Skel>
 uint64_t elf_hash(uint64_t h, const void* (*bytes)(size_t*)) {
   size_t n = 0;
@@ -122,7 +150,7 @@ Status load_stage(Skel*& skel, Skel* (*open)(), int (*load)(Skel*), bpf_object* 
   CaptureScope cap(&log);
   int err = load(skel);
   if (err)
-    return make_error(fmt::format("the kernel refused the {} stage: {}", name, errstr(err)),
+    return make_error(fmt::format("the kernel refused the {} stage: {}", name, refused_why(err)),
                       verifier_excerpt(log));
   return Ok{};
 }
@@ -233,7 +261,8 @@ constexpr const char* kBssPin = "entry_bss";
 constexpr const char* kSharedMaps[] = {"pd_progs",   "pd_chain",         "pd_gen_tags",   "pd_listeners", "pd_flows",
                                        "pd_accum",   "pd_hosts",         "pd_routes",     "pd_scratch",   "pd_stats",
                                        "pd_rule_hits", "pd_jwt_providers", "pd_jwt_claims", "pd_jwt_cache", "pd_runtime",
-                                       "pd_events", "pd_rl_limits", "pd_rl_buckets", "pd_rl_hits"};
+                                       "pd_events", "pd_rl_limits", "pd_rl_buckets", "pd_rl_hits",
+                                       "pd_log",    "pd_log_budget"};
 // What survives a change of build with the same ABI: connections and their counters.
 constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats", "pd_rl_buckets"};
 
@@ -346,6 +375,18 @@ size_t Dataplane::sweep_buckets(const std::vector<pd_rl_limit>& limits) {
   }
   for (const auto& k : doomed) bpf_map_delete_elem(fd, &k);
   return doomed.size();
+}
+
+Status Dataplane::set_event_budget(uint32_t per_second, uint32_t burst) {
+  int fd = map_fd("pd_runtime");
+  uint32_t zero = 0;
+  pd_runtime rt{};
+  if (bpf_map_lookup_elem(fd, &zero, &rt) != 0) return make_error(fmt::format("reading the runtime map: {}", errstr(errno)));
+  rt.log_rate = per_second;
+  rt.log_burst = burst;
+  if (bpf_map_update_elem(fd, &zero, &rt, BPF_ANY) != 0)
+    return make_error(fmt::format("writing the event budget into the runtime map: {}", errstr(errno)));
+  return Ok{};
 }
 
 Status Dataplane::set_wall_clock_for_test(int64_t unix_seconds) {
@@ -465,7 +506,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
     CaptureScope cap(&log);
     int err = entry_bpf__load(entry_);
     if (err)
-      return make_error(fmt::format("the kernel refused the entry program: {}", errstr(err)),
+      return make_error(fmt::format("the kernel refused the entry program: {}", refused_why(err)),
                         verifier_excerpt(log));
   }
   bpf_object* owner = entry_->obj;
@@ -766,13 +807,33 @@ Status Dataplane::attach(const std::string& ifname) {
               .priority = kTcPriority);
   err = bpf_tc_attach(&hook, &opts);
   if (err) return make_error(fmt::format("attaching to {} ingress: {}", ifname, errstr(err)));
+  // known by index: a renamed link is the same attachment
   for (auto& a : attached_)
-    if (a.ifname == ifname) {
-      a.ifindex = ifindex;
+    if (a.ifindex == ifindex) {
+      a.ifname = ifname;
+      a.created_qdisc = a.created_qdisc || created;
       return Ok{};
     }
   attached_.push_back(Attachment{ifname, ifindex, created});
   return Ok{};
+}
+
+bool Dataplane::filter_present(int ifindex) const {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+  g_quiet = true;  // no qdisc or no filter is an answer here, not an error worth a log line
+  int err = bpf_tc_query(&hook, &opts);
+  g_quiet = false;
+  return err == 0 && opts.prog_id == prog_id(PD_STAGE_ENTRY);
+}
+
+void Dataplane::forget(int ifindex) {
+  std::erase_if(attached_, [&](const Attachment& a) { return a.ifindex == ifindex; });
+}
+
+void Dataplane::renamed(int ifindex, const std::string& ifname) {
+  for (auto& a : attached_)
+    if (a.ifindex == ifindex) a.ifname = ifname;
 }
 
 Status Dataplane::detach(const std::string& ifname) {
@@ -866,6 +927,52 @@ Counters Dataplane::read_counters(uint32_t gen, const std::vector<uint32_t>& rul
     c.limit_hits.emplace_back(sum[0], sum[1]);
   }
   return c;
+}
+
+Result<Dataplane::FlowUse> Dataplane::flow_use() const {
+  int fd = map_fd("pd_flows");
+  if (fd < 0) return make_error("counting flows: no flow table");
+  bpf_map_info info{};
+  uint32_t info_len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &info_len) != 0)
+    return make_error(fmt::format("reading the flow table's size: {}", errstr(errno)));
+  uint32_t batch = 4096;
+  std::vector<pd_flow_key> keys(batch);
+  std::vector<pd_flow> vals(batch);  // the kernel copies values too; they are not looked at
+  // the kernel's position in the table between calls (for a hash map, a bucket index)
+  pd_flow_key in{}, out{};
+  bool first = true;
+  uint64_t total = 0;
+  for (;;) {
+    uint32_t n = batch;
+    int err = bpf_map_lookup_batch(fd, first ? nullptr : &in, &out, keys.data(), vals.data(), &n, nullptr);
+    if (err == 0 || err == -ENOENT) total += n;
+    if (err == -ENOENT) return FlowUse{total, info.max_entries};  // the end (n: the last batch's entries)
+    if (err == 0) {
+      in = out;
+      first = false;
+      continue;
+    }
+    if (err == -ENOSPC && batch < (1u << 20)) {  // one hash bucket holds more than a batch
+      batch *= 2;
+      keys.resize(batch);
+      vals.resize(batch);
+      continue;
+    }
+    if (err == -EINVAL || err == -EOPNOTSUPP || err == -524 /* ENOTSUPP */) break;  // no batch ops
+    return make_error(fmt::format("counting flows: {}", errstr(err)));
+  }
+  // Kernels without batch lookups for LRU hash maps (before 5.6): key by key. A key deleted
+  // under the walk restarts it from the first key, so this count may run over under churn.
+  total = 0;
+  pd_flow_key cur{}, next{};
+  const pd_flow_key* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    ++total;
+    cur = next;
+    prev = &cur;
+  }
+  return FlowUse{total, info.max_entries};
 }
 
 }  // namespace policyd::chain

@@ -91,6 +91,11 @@ class Dataplane {
   Status attach(const std::string& ifname);
   Status detach(const std::string& ifname);
   const std::vector<Attachment>& attachments() const { return attached_; }
+  // Is this chain's filter on the interface's ingress (not removed, not replaced)?
+  bool filter_present(int ifindex) const;
+  // The link went away (its qdisc and filter with it): drop it from the attachments.
+  void forget(int ifindex);
+  void renamed(int ifindex, const std::string& ifname);
 
   // Pin maps and programs under opts.pin_dir, replacing whatever an earlier run pinned
   // there. Done after a successful load and commit, so a failed start loses nothing.
@@ -100,6 +105,16 @@ class Dataplane {
 
   Counters read_counters(uint32_t gen, const std::vector<uint32_t>& rules, size_t limits = 0) const;
   Counters read_counters() const { return read_counters(active_gen(), {}); }
+  // The flow table's entries now (live connections and those the LRU has not evicted yet)
+  // and its size. Counting walks the whole table with BPF_MAP_LOOKUP_BATCH (4096 entries a
+  // call; kernels without it: one bpf_map_get_next_key per entry), so its cost grows with
+  // the entries, not with the size: ~N/4096 syscalls copying 80 bytes an entry (README
+  // "Metrics" has the measured cost). Read per scrape or `policyctl stats`, never per packet.
+  struct FlowUse {
+    uint64_t entries = 0;
+    uint32_t max = 0;
+  };
+  Result<FlowUse> flow_use() const;
   int entry_prog_fd() const { return prog_fd(PD_STAGE_ENTRY); }
   int prog_fd(uint32_t stage) const;
   uint32_t prog_id(uint32_t stage) const;
@@ -111,6 +126,9 @@ class Dataplane {
   // Forgets rate-limit buckets idle long enough to be full again (and those of limits that
   // are gone); returns how many. `limits`: the active generation's.
   size_t sweep_buckets(const std::vector<pd_rl_limit>& limits);
+  // Decision events (ring buffer pd_log): at most `per_second` per CPU, `burst` at once;
+  // 0 sends none. Over the budget they are counted, not sent (PD_C_EV_SUPPRESSED).
+  Status set_event_budget(uint32_t per_second, uint32_t burst);
   // Test-only: the JWT stage's clock reads `unix_seconds` now (and runs on from there).
   Status set_wall_clock_for_test(int64_t unix_seconds);
   // The daemon's answer for a token the JWT stage sent it (the ring buffer pd_events).

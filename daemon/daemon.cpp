@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <map>
 
 #include <boost/asio/post.hpp>
 
@@ -36,6 +37,15 @@ namespace policyd {
 namespace {
 
 std::shared_ptr<spdlog::logger> log_main() { return spdlog::get("main"); }
+
+// Runs f when the scope ends, however it ends.
+template <typename F>
+struct OnExit {
+  F f;
+  ~OnExit() { f(); }
+};
+template <typename F>
+OnExit(F) -> OnExit<F>;
 
 bool on_bpffs(const std::string& dir) {
   struct statfs st {};
@@ -63,20 +73,43 @@ Daemon::Daemon(DaemonOptions opts)
       maintenance_(io_),
       ctl_(io_, opts_.socket_path, commands_) {}
 
+bool Daemon::wanted(const std::string& ifname) const {
+  for (const auto& glob : policy_.interfaces)
+    if (fnmatch(glob.c_str(), ifname.c_str(), 0) == 0) return true;
+  return false;
+}
+
+// Every interface against the policy's globs: matching ones get the chain (again: a filter
+// already there is replaced in place, so programs a new build loaded take over), ones that
+// no longer match (the policy changed) lose it, and ones that are gone are forgotten.
 Status Daemon::attach_matching(const config::Policy& policy) {
-  std::vector<std::string> names;
+  std::vector<std::pair<std::string, int>> links;
   if (struct if_nameindex* ifs = ::if_nameindex()) {
-    for (auto* i = ifs; i->if_index; ++i) names.emplace_back(i->if_name);
+    for (auto* i = ifs; i->if_index; ++i) links.emplace_back(i->if_name, static_cast<int>(i->if_index));
     if_freenameindex(ifs);
   }
-  size_t attached = 0;
-  for (const auto& name : names) {
-    bool match = false;
+  auto matches = [&](const std::string& name) {
     for (const auto& glob : policy.interfaces)
-      if (fnmatch(glob.c_str(), name.c_str(), 0) == 0) match = true;
-    if (!match) continue;
+      if (fnmatch(glob.c_str(), name.c_str(), 0) == 0) return true;
+    return false;
+  };
+  std::vector<chain::Attachment> had = dp_->attachments();
+  for (const auto& a : had) {
+    bool exists = std::any_of(links.begin(), links.end(), [&](const auto& l) { return l.second == a.ifindex; });
+    if (!exists) {
+      dp_->forget(a.ifindex);
+      log_main()->info("{} (ifindex {}) is gone; forgotten", a.ifname, a.ifindex);
+    } else if (!matches(a.ifname)) {
+      if (auto st = dp_->detach(a.ifname); !st) return st;
+      log_main()->info("detached from {}: it matches no interfaces glob now", a.ifname);
+    }
+  }
+  size_t attached = 0;
+  for (const auto& [name, ifindex] : links) {
+    if (!matches(name)) continue;
     if (auto st = dp_->attach(name); !st) return st;
-    log_main()->info("attached to {} (ingress)", name);
+    bool was = std::any_of(had.begin(), had.end(), [&](const auto& a) { return a.ifindex == ifindex; });
+    if (!was) log_main()->info("attached to {} (ingress)", name);
     ++attached;
   }
   if (attached == 0)
@@ -85,8 +118,66 @@ Status Daemon::attach_matching(const config::Policy& policy) {
   return Ok{};
 }
 
+// One notification: re-read the interface (its name now, our filter on it) and make it
+// right. Never trusts the message beyond the index, so our own changes echoed back,
+// duplicates and reordering are no-ops.
+void Daemon::on_link_event(const LinkEvent& ev) {
+  if (ev.kind == LinkEvent::Kind::Overrun) {
+    log_main()->warn("rtnetlink: notifications were lost (socket buffer full); checking every interface");
+    if (auto st = attach_matching(policy_); !st) log_main()->error("{}", st.error().message);
+    return;
+  }
+  char buf[IF_NAMESIZE] = {};
+  bool exists = if_indextoname(static_cast<unsigned>(ev.ifindex), buf) != nullptr;
+  std::string name = buf;
+  const auto& att = dp_->attachments();
+  auto tracked = std::find_if(att.begin(), att.end(), [&](const auto& a) { return a.ifindex == ev.ifindex; });
+  bool was_tracked = tracked != att.end();
+  if (!exists) {
+    if (was_tracked) {
+      log_main()->info("{} (ifindex {}) is gone; forgotten", tracked->ifname, ev.ifindex);
+      dp_->forget(ev.ifindex);
+      ++links_.forgotten;
+    }
+    return;
+  }
+  if (was_tracked && tracked->ifname != name) {
+    log_main()->info("{} was renamed {}", tracked->ifname, name);
+    dp_->renamed(ev.ifindex, name);
+  }
+  if (!wanted(name)) {
+    if (was_tracked) {
+      if (auto st = dp_->detach(name); !st) log_main()->error("{}", st.error().message);
+      log_main()->info("detached from {}: it matches no interfaces glob ({})", name, fmt::join(policy_.interfaces, ", "));
+    }
+    return;
+  }
+  if (dp_->filter_present(ev.ifindex)) return;
+  if (auto st = dp_->attach(name); !st) {
+    log_main()->error("{} ({}): {}", name, link_event_name(ev.kind), st.error().message);
+    return;
+  }
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - ev.received).count();
+  links_.last_reaction_us = us;
+  links_.max_reaction_us = std::max(links_.max_reaction_us, us);
+  if (was_tracked) {
+    ++links_.reattached;
+    log_main()->warn("policyd's filter on {} was removed ({}, not by policyd); re-attached in {} us", name,
+                     link_event_name(ev.kind), us);
+  } else {
+    ++links_.attached;
+    log_main()->info("{} appeared and matches {}; attached in {} us", name, fmt::join(policy_.interfaces, ", "), us);
+  }
+}
+
 Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   auto started = std::chrono::steady_clock::now();
+  // Counted however it ends (a dry run is not an apply): invalid until the policy compiled,
+  // refused from there until the flip (only the kernel or preflight can say no then), ok after.
+  auto outcome = metrics::ApplyResult::invalid;
+  OnExit count{[&] {
+    if (!dry_run) count_apply(outcome, started);
+  }};
   ApplyReport report;
   report.dry_run = dry_run;
   uint32_t gen = dp_->inactive_gen();
@@ -103,6 +194,7 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   }
   auto tables = chain::compile(policy, gen, dp_->hash_seed(), &*material);
   if (!tables) return tables.error();
+  outcome = metrics::ApplyResult::refused;
   report.warnings = tables->warnings;
   report.plan = chain::plan(tables_, *tables);
   report.generation = generation_;
@@ -115,9 +207,11 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   }
   for (const auto& w : tables->warnings) spdlog::get("config")->warn("{}", w);
   if (generation_ != 0 && chain::tables_digest(*tables) == dp_->active_digest()) {
+    outcome = metrics::ApplyResult::ok;
     policy_ = policy;
     tables_ = std::move(tables.value());
     if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
+    if (events_) events_->set_active(policy_, tables_, generation_);
     report.plan.changes.clear();
     report.duration_us = elapsed();
     spdlog::get("chain")->info("policy unchanged: generation {} stays", generation_);
@@ -141,12 +235,14 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   }
   // commit: one store
   dp_->flip(gen);
+  outcome = metrics::ApplyResult::ok;
   ++generation_;
   report.generation = generation_;
   report.preflight_probes = pf->probes;
   policy_ = policy;
   tables_ = std::move(tables.value());
   if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
+  if (events_) events_->set_active(policy_, tables_, generation_);
   applied_at_ = static_cast<int64_t>(std::time(nullptr));
   report.duration_us = elapsed();
   spdlog::get("chain")->info("generation {} active ({} listeners, {} host patterns, {} routes; preflight {} probes; "
@@ -158,6 +254,12 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
 }
 
 int Daemon::start() {
+  // a malformed address is a mistake on the command line: refused before anything is loaded
+  auto metrics_at = MetricsServer::parse_address(opts_.metrics);
+  if (!metrics_at) {
+    log_main()->error("{}", metrics_at.error().message);
+    return 1;
+  }
   config::Policy policy;
   try {
     policy = config::load_policy_file(opts_.config_path);
@@ -181,6 +283,16 @@ int Daemon::start() {
   }
   dp_ = std::move(dp.value());
   jwt_ = std::make_unique<JwtService>(io_, *dp_);
+  {
+    EventService::Options eo;
+    eo.log_level = spdlog::level::from_str(opts_.event_log_level);
+    events_ = std::make_unique<EventService>(io_, *dp_, eo);
+    // one second's worth at once: a burst of refusals is seen whole up to the rate
+    if (auto st = dp_->set_event_budget(opts_.event_rate, opts_.event_rate); !st) {
+      log_main()->error("{}", st.error().message);
+      return 2;
+    }
+  }
   switch (dp_->origin()) {
     case chain::Dataplane::Origin::Adopted:
       generation_ = dp_->active_tag();
@@ -200,6 +312,13 @@ int Daemon::start() {
     return 2;
   }
   policy_source_ = opts_.config_path;
+  // Links that appear from here on are seen: the socket queues notifications until the io
+  // loop runs, so nothing falls between the walk over interfaces below and the first read.
+  link_watch_ = std::make_unique<LinkWatch>(io_, [this](const LinkEvent& ev) { on_link_event(ev); });
+  if (auto st = link_watch_->start(); !st) {
+    log_main()->error("{}", st.error().message);
+    return 2;
+  }
   // Only now is a chain an earlier run pinned replaced: until here it keeps enforcing,
   // untouched. Our filters replace its filters in place first, then our pins replace its
   // pins, so no interface ever runs a chain whose pins are gone.
@@ -214,6 +333,10 @@ int Daemon::start() {
   }
   dp_->release_on_exit();
   if (auto st = jwt_->start(); !st) {
+    log_main()->error("{}", st.error().message);
+    return 2;
+  }
+  if (auto st = events_->start(); !st) {
     log_main()->error("{}", st.error().message);
     return 2;
   }
@@ -234,12 +357,23 @@ int Daemon::start() {
     log_main()->error("control socket: {}", st.error().message);
     return 2;
   }
+  // Metrics are for watching the dataplane, not a reason to stop enforcing: an address that
+  // cannot be bound (in use, not configured yet) is logged and tried again until it works.
+  if (*metrics_at) {
+    metrics_ = std::make_unique<MetricsServer>(io_, **metrics_at, [this] { return metrics::exposition(snapshot()); });
+    if (auto st = metrics_->start_or_retry(); !st)
+      log_main()->error("{}; enforcing without metrics, trying again every {} s", st.error().message,
+                        std::chrono::duration_cast<std::chrono::seconds>(metrics_->limits().retry_bind).count());
+  } else {
+    log_main()->info("metrics off (--metrics {})", opts_.metrics.empty() ? "''" : opts_.metrics);
+  }
   log_main()->info("ready: generation {} from {}", generation_, opts_.config_path);
   sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", generation_);
   return 0;
 }
 
 control::Response Daemon::reload() {
+  const auto started = std::chrono::steady_clock::now();
   sd_notify(0, "RELOADING=1");
   log_main()->info("reloading {}", opts_.config_path);
   control::Response r;
@@ -266,6 +400,7 @@ control::Response Daemon::reload() {
                      {"dry_run", false}};
     }
   } catch (const config::PolicyError& e) {
+    count_apply(metrics::ApplyResult::invalid, started);
     spdlog::get("config")->error("reload refused, generation {} stays: {}", generation_, e.what());
     r = control::Response{1, e.what(), nlohmann::json::object()};
   }
@@ -295,7 +430,10 @@ void Daemon::stop() {
   watchdog_.cancel();
   maintenance_.cancel();
   if (watch_) watch_->stop();
+  if (link_watch_) link_watch_->stop();
+  if (metrics_) metrics_->stop();
   if (jwt_) jwt_->stop();
+  if (events_) events_->stop();
   boost::system::error_code ec;
   signals_.cancel(ec);
 }
@@ -306,6 +444,9 @@ void Daemon::register_commands() {
   commands_["apply"] = [this](const nlohmann::json& a) { return cmd_apply(a); };
   commands_["reload"] = [this](const nlohmann::json&) { return reload(); };
   commands_["detach"] = [this](const nlohmann::json& a) { return cmd_detach(a); };
+  ctl_.add_stream("events", [this](const nlohmann::json& a, const std::shared_ptr<control::ControlServer::Session>& s) {
+    return events_->command(a, s);
+  });
 }
 
 control::Response Daemon::cmd_status(const nlohmann::json&) {
@@ -324,71 +465,154 @@ control::Response Daemon::cmd_status(const nlohmann::json&) {
                  {"pin_dir", opts_.pin_dir},
                  {"since", applied_at_},
                  {"interfaces", ifs},
+                 {"links", {{"interfaces", policy_.interfaces},
+                            {"attached_later", links_.attached},
+                            {"reattached", links_.reattached},
+                            {"forgotten", links_.forgotten},
+                            {"last_reaction_us", links_.last_reaction_us},
+                            {"max_reaction_us", links_.max_reaction_us}}},
                  {"stages", stages}};
   r.text = fmt::format("generation {}", generation_);
   return r;
 }
 
-control::Response Daemon::cmd_stats(const nlohmann::json&) {
+metrics::Snapshot Daemon::snapshot() const {
+  metrics::Snapshot s;
+  s.version = POLICYD_VERSION_STRING;
   std::vector<uint32_t> rules;
   for (const auto& ri : tables_.rules) rules.push_back(ri.rule);
-  auto c = dp_->read_counters(dp_->active_gen(), rules, tables_.limits.size());
+  const auto c = dp_->read_counters(dp_->active_gen(), rules, tables_.limits.size());
   auto at = [&](unsigned i) -> uint64_t { return i < c.values.size() ? c.values[i] : 0; };
-  nlohmann::json counters = {{"packets", at(PD_C_PACKETS)},         {"fast_path", at(PD_C_FAST_PATH)},
-                             {"head_partial", at(PD_C_HEAD_PARTIAL)}, {"requests", at(PD_C_REQUESTS)},
-                             {"flows_new", at(PD_C_FLOWS_NEW)},       {"fail_open", at(PD_C_FAIL_OPEN)},
-                             {"truncated", at(PD_C_TRUNCATED)},       {"generation_mismatch", at(PD_C_GEN_MISMATCH)}};
-  nlohmann::json verdicts = nlohmann::json::object();
+  s.counters = {.packets = at(PD_C_PACKETS),
+                .fast_path = at(PD_C_FAST_PATH),
+                .head_partial = at(PD_C_HEAD_PARTIAL),
+                .requests = at(PD_C_REQUESTS),
+                .flows_new = at(PD_C_FLOWS_NEW),
+                .fail_open = at(PD_C_FAIL_OPEN),
+                .truncated = at(PD_C_TRUNCATED),
+                .generation_mismatch = at(PD_C_GEN_MISMATCH)};
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
-    verdicts[std::string(abi::action_name(a))] = at(PD_C_VERDICT_BASE + a);
-  nlohmann::json limits = nlohmann::json::object();
-  {
-    size_t i = 0;
-    for (const auto& [name, rl] : policy_.ratelimits) {
-      auto [allowed, limited] = i < c.limit_hits.size() ? c.limit_hits[i] : std::pair<uint64_t, uint64_t>{};
-      limits[name] = {{"allowed", allowed}, {"limited", limited}};
-      ++i;
-    }
-  }
-  nlohmann::json ratelimit = {{"allowed", at(PD_C_RL_ALLOWED)},
-                              {"limited", at(PD_C_RL_LIMITED)},
-                              {"shared_bucket", at(PD_C_RL_SHARED)},
-                              {"limits", limits}};
-  nlohmann::json jwt_reasons = nlohmann::json::object();
-  for (unsigned j = PD_J_OK; j <= PD_J_UNVERIFIED; ++j)
-    jwt_reasons[j == PD_J_OK ? std::string("valid") : std::string(jwt::reason_name(static_cast<pd_jwt_reason>(j)))] =
-        at(PD_C_JWT_BASE + j);
-  const auto& js = jwt_->stats();
-  nlohmann::json jwt = {{"tokens", jwt_reasons},
-                        {"cache_hits", at(PD_C_JWT_CACHE_HIT)},
-                        {"hmac_verified", at(PD_C_JWT_VERIFIED)},
-                        {"sent_to_daemon", at(PD_C_JWT_PUNTED)},
-                        {"send_failed", at(PD_C_JWT_PUNT_LOST)},
-                        {"daemon", {{"received", js.received}, {"valid", js.valid}, {"invalid", js.invalid},
-                                    {"stale", js.stale}}}};
-  nlohmann::json fail = nlohmann::json::object();
+    s.verdicts.emplace_back(abi::action_name(a), at(PD_C_VERDICT_BASE + a));
+  for (uint32_t st : chain::kLoadedStages)  // the entry program's runs are `packets`
+    if (st != PD_STAGE_ENTRY) s.stages.emplace_back(abi::stage_name(st), at(PD_C_STAGE_BASE + st));
   for (unsigned r = 1; r < PD_R_MAX; ++r)
-    if (abi::reason_name(r) != "unknown") fail[std::string(abi::reason_name(r))] = at(PD_C_REASON_BASE + r);
-  nlohmann::json stages = nlohmann::json::object();
-  for (uint32_t s : chain::kLoadedStages)  // the entry program's runs are `packets`
-    if (s != PD_STAGE_ENTRY) stages[std::string(abi::stage_name(s))] = at(PD_C_STAGE_BASE + s);
-  nlohmann::json rl = nlohmann::json::array();
+    if (abi::reason_name(r) != "unknown") s.fail_mode.emplace_back(abi::reason_name(r), at(PD_C_REASON_BASE + r));
   for (const auto& ri : tables_.rules) {
     auto hit = c.rule_hits.find(ri.rule);
-    rl.push_back({{"rule", ri.rule},
-                  {"host", ri.host_pattern},
-                  {"path", ri.path},
-                  {"action", ri.action},
-                  {"hits", hit == c.rule_hits.end() ? uint64_t{0} : hit->second}});
+    s.rules.push_back({ri.rule, ri.host_pattern, ri.path, ri.action, hit == c.rule_hits.end() ? 0 : hit->second});
   }
+  s.ratelimit.allowed = at(PD_C_RL_ALLOWED);
+  s.ratelimit.limited = at(PD_C_RL_LIMITED);
+  s.ratelimit.shared_bucket = at(PD_C_RL_SHARED);
+  size_t i = 0;  // limits are compiled in the policy's (map) order
+  for (const auto& [name, rl] : policy_.ratelimits) {
+    auto [allowed, limited] = i < c.limit_hits.size() ? c.limit_hits[i] : std::pair<uint64_t, uint64_t>{};
+    s.ratelimit.limits.push_back({name, allowed, limited});
+    ++i;
+  }
+  for (unsigned j = PD_J_OK; j <= PD_J_UNVERIFIED; ++j)
+    s.jwt.tokens.emplace_back(j == PD_J_OK ? "valid" : jwt::reason_name(static_cast<pd_jwt_reason>(j)),
+                              at(PD_C_JWT_BASE + j));
+  s.jwt.cache_hits = at(PD_C_JWT_CACHE_HIT);
+  s.jwt.hmac_verified = at(PD_C_JWT_VERIFIED);
+  s.jwt.sent_to_daemon = at(PD_C_JWT_PUNTED);
+  s.jwt.send_failed = at(PD_C_JWT_PUNT_LOST);
+  if (jwt_) {
+    const auto& js = jwt_->stats();
+    s.jwt.daemon_received = js.received;
+    s.jwt.daemon_valid = js.valid;
+    s.jwt.daemon_invalid = js.invalid;
+    s.jwt.daemon_stale = js.stale;
+  }
+  s.events = {.sent = at(PD_C_EV_SENT), .suppressed = at(PD_C_EV_SUPPRESSED), .lost = at(PD_C_EV_LOST)};
+  if (events_) {
+    s.events.received = events_->stats().received;
+    s.events.follower_drops = events_->stats().follower_drops;
+    s.events.followers = events_->followers();
+  }
+  if (auto flows = dp_->flow_use()) {
+    s.flows.entries = flows->entries;
+    s.flows.max = flows->max;
+  } else {
+    log_main()->warn("{}", flows.error().message);
+    s.flows.max = policy_.limits.max_flows;
+  }
+  s.generation = generation_;
+  s.applied_at = applied_at_;
+  s.applies = applies_;
+  // what the chain is attached to, and what the policy names (attached or not)
+  std::map<int, std::string> ifs;
+  for (const auto& a : dp_->attachments()) ifs[a.ifindex] = a.ifname;
+  if (struct if_nameindex* all = ::if_nameindex()) {
+    for (auto* n = all; n->if_index; ++n)
+      if (wanted(n->if_name)) ifs[static_cast<int>(n->if_index)] = n->if_name;
+    if_freenameindex(all);
+  }
+  for (const auto& [ifindex, name] : ifs) s.interfaces.push_back({name, ifindex, dp_->filter_present(ifindex)});
+  s.links = {links_.attached, links_.reattached, links_.forgotten};
+  return s;
+}
+
+void Daemon::count_apply(metrics::ApplyResult result, std::chrono::steady_clock::time_point started) {
+  applies_.record(result, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
+control::Response Daemon::cmd_stats(const nlohmann::json&) {
+  const auto s = snapshot();
+  auto object = [](const metrics::Counts& counts) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [name, n] : counts) j[name] = n;
+    return j;
+  };
+  const auto& c = s.counters;
+  nlohmann::json counters = {{"packets", c.packets},     {"fast_path", c.fast_path}, {"head_partial", c.head_partial},
+                             {"requests", c.requests},   {"flows_new", c.flows_new}, {"fail_open", c.fail_open},
+                             {"truncated", c.truncated}, {"generation_mismatch", c.generation_mismatch}};
+  nlohmann::json limits = nlohmann::json::object();
+  for (const auto& l : s.ratelimit.limits) limits[l.name] = {{"allowed", l.allowed}, {"limited", l.limited}};
+  nlohmann::json ratelimit = {{"allowed", s.ratelimit.allowed},
+                              {"limited", s.ratelimit.limited},
+                              {"shared_bucket", s.ratelimit.shared_bucket},
+                              {"limits", limits}};
+  const auto& j = s.jwt;
+  nlohmann::json jwt = {{"tokens", object(j.tokens)},
+                        {"cache_hits", j.cache_hits},
+                        {"hmac_verified", j.hmac_verified},
+                        {"sent_to_daemon", j.sent_to_daemon},
+                        {"send_failed", j.send_failed},
+                        {"daemon", {{"received", j.daemon_received}, {"valid", j.daemon_valid},
+                                    {"invalid", j.daemon_invalid}, {"stale", j.daemon_stale}}}};
+  nlohmann::json rl = nlohmann::json::array();
+  for (const auto& rule : s.rules)
+    rl.push_back({{"rule", rule.rule}, {"host", rule.host}, {"path", rule.path}, {"action", rule.action},
+                  {"hits", rule.hits}});
+  nlohmann::json flows = {{"max", s.flows.max}};
+  if (s.flows.entries) flows["entries"] = *s.flows.entries;
+  nlohmann::json applies = {{"ok", s.applies.count(metrics::ApplyResult::ok)},
+                            {"invalid", s.applies.count(metrics::ApplyResult::invalid)},
+                            {"refused", s.applies.count(metrics::ApplyResult::refused)}};
   control::Response r;
-  r.arguments = {{"counters", counters}, {"verdicts", verdicts}, {"fail_mode", fail},
-                 {"stages", stages},     {"rules", rl},         {"flows", {{"max", policy_.limits.max_flows}}},
-                 {"jwt", jwt},          {"ratelimit", ratelimit}};
+  r.arguments = {{"counters", counters},
+                 {"verdicts", object(s.verdicts)},
+                 {"fail_mode", object(s.fail_mode)},
+                 {"stages", object(s.stages)},
+                 {"rules", rl},
+                 {"flows", flows},
+                 {"jwt", jwt},
+                 {"ratelimit", ratelimit},
+                 {"events", {{"sent", s.events.sent}, {"suppressed", s.events.suppressed}, {"lost", s.events.lost},
+                             // the daemon's side: read from the ring buffer; not written to a
+                             // `policyctl events --follow` that was not reading
+                             {"received", s.events.received},
+                             {"follower_drops", s.events.follower_drops},
+                             {"followers", s.events.followers},
+                             {"rate", opts_.event_rate}}},
+                 {"applies", applies}};
   return r;
 }
 
 control::Response Daemon::cmd_apply(const nlohmann::json& args) {
+  const auto started = std::chrono::steady_clock::now();
   std::string text = args.value("policy", "");
   std::string source = args.value("source", "policy");
   bool dry_run = args.value("dry_run", false);
@@ -396,6 +620,7 @@ control::Response Daemon::cmd_apply(const nlohmann::json& args) {
   try {
     policy = config::load_policy_string(text, source);
   } catch (const config::PolicyError& e) {
+    if (!dry_run) count_apply(metrics::ApplyResult::invalid, started);
     return control::Response{1, e.what(), nlohmann::json::object()};
   }
   auto report = apply(policy, dry_run);
@@ -421,6 +646,8 @@ control::Response Daemon::cmd_apply(const nlohmann::json& args) {
 control::Response Daemon::cmd_detach(const nlohmann::json&) {
   std::vector<std::string> names;
   for (const auto& a : dp_->attachments()) names.push_back(a.ifname);
+  // first: the filters teardown deletes must not be taken for someone else's and re-attached
+  if (link_watch_) link_watch_->stop();
   auto st = chain::Dataplane::teardown(opts_.pin_dir);
   if (!st) return control::error_response(st.error());
   log_main()->info("detached on request; stopping");

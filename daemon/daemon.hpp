@@ -2,6 +2,7 @@
 // rtnetlink, inotify, ring buffer, timers and metrics join it), the policy and the dataplane.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -15,7 +16,11 @@
 #include "daemon/control.hpp"
 #include "daemon/config_watch.hpp"
 #include "daemon/control_server.hpp"
+#include "daemon/event_service.hpp"
 #include "daemon/jwt_service.hpp"
+#include "daemon/link_watch.hpp"
+#include "daemon/metrics.hpp"
+#include "daemon/metrics_server.hpp"
 
 namespace policyd {
 
@@ -24,6 +29,10 @@ struct DaemonOptions {
   std::string pin_dir;
   std::string socket_path;
   std::string metrics;
+  // Decision events: the level they are logged at (trace|debug|info|warn|off), and how many
+  // a CPU may send per second (and at once); 0 sends none.
+  std::string event_log_level = "info";
+  uint32_t event_rate = 200;
 };
 
 // What an apply did (or, dry run, would do).
@@ -56,9 +65,15 @@ class Daemon {
   void maintain();  // WATCHDOG=1 at half of WATCHDOG_USEC, from the io loop (so a stuck loop stops it)
   void stop();
   Status attach_matching(const config::Policy& policy);
+  bool wanted(const std::string& ifname) const;  // matches the active policy's interfaces globs
+  void on_link_event(const LinkEvent& ev);
   void register_commands();
   control::Response cmd_status(const nlohmann::json& args);
   control::Response cmd_stats(const nlohmann::json& args);
+  // Every number `policyctl stats` and the metrics endpoint report, read once.
+  metrics::Snapshot snapshot() const;
+  // One apply ended (not a dry run): its result and how long it took since `started`.
+  void count_apply(metrics::ApplyResult result, std::chrono::steady_clock::time_point started);
   control::Response cmd_apply(const nlohmann::json& args);
   control::Response cmd_detach(const nlohmann::json& args);
 
@@ -72,7 +87,17 @@ class Daemon {
   control::ControlServer ctl_;  // after io_ and commands_: destroyed before them
   std::unique_ptr<chain::Dataplane> dp_;
   std::unique_ptr<JwtService> jwt_;  // after dp_: stopped before it
+  std::unique_ptr<EventService> events_;  // after dp_: stopped before it
   std::unique_ptr<ConfigWatch> watch_;
+  std::unique_ptr<MetricsServer> metrics_;  // after dp_ and jwt_: stopped before they go
+  metrics::Applies applies_;
+  std::unique_ptr<LinkWatch> link_watch_;
+  struct LinkStats {
+    uint64_t attached = 0;    // links that appeared (or were renamed into a glob) and got the chain
+    uint64_t reattached = 0;  // our qdisc or filter removed by someone else, put back
+    uint64_t forgotten = 0;   // attached links that went away
+    int64_t last_reaction_us = 0, max_reaction_us = 0;  // notification read -> filter attached
+  } links_;
   config::Policy policy_;
   std::string policy_source_;
   chain::Tables tables_;  // what the active generation was compiled from

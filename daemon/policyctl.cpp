@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -451,20 +452,48 @@ void render_detach(const json& a) {
   print_generic(without(a, {"detached", "pin_dir"}));
 }
 
-// An event: its time first, then key=value.
+// An event's time: UTC, with milliseconds when it has them.
+std::string event_time(const json& v) {
+  if (!v.is_number()) return scalar(v);
+  const double t = v.get<double>();
+  std::string s = timestamp(json(std::floor(t)));
+  const auto ms = static_cast<int>(std::lround((t - std::floor(t)) * 1000));
+  if (ms > 0 && ms < 1000 && s.size() > 4) s.insert(s.size() - 4, fmt::format(".{:03}", ms));
+  return s;
+}
+
+// An event on one line: its time, then key=value (logfmt: a value with spaces is quoted), the
+// keys an operator reads first in a fixed order, then any others; unset (null) keys left out.
 void render_event(const json& e) {
   if (!e.is_object()) {
     std::printf("%s\n", one_line(e).c_str());
     return;
   }
+  static const std::vector<std::string> kFirst = {
+      "action", "status",    "reason",    "jwt_reason",  "method", "host",  "path",      "client", "server",
+      "listener", "protocol", "rule",     "rule_host",   "rule_path", "rule_action", "limit", "stage", "generation"};
   std::string line;
-  if (auto t = e.find("time"); t != e.end()) line = timestamp(*t);
-  for (const auto& [k, v] : e.items()) {
-    if (k == "time") continue;
+  if (auto t = e.find("time"); t != e.end()) line = event_time(*t);
+  auto add = [&](const std::string& k, const json& v) {
+    if (v.is_null()) return;
+    std::string text = one_line(v);
+    if (text.empty() || text.find_first_of(" \"=") != std::string::npos) text = dump(json(text));
     if (!line.empty()) line.push_back(' ');
-    line += fmt::format("{}={}", k, one_line(v));
-  }
+    line += fmt::format("{}={}", k, text);
+  };
+  for (const auto& k : kFirst)
+    if (auto it = e.find(k); it != e.end()) add(k, *it);
+  for (const auto& [k, v] : e.items())
+    if (k != "time" && std::find(kFirst.begin(), kFirst.end(), k) == kFirst.end()) add(k, v);
   std::printf("%s\n", line.c_str());
+}
+
+// One event as asked: a JSON object per line (-o json), or a line of text.
+void print_event(const Options& o, const json& e) {
+  if (o.json)
+    std::printf("%s\n", dump(e).c_str());
+  else
+    render_event(e);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -539,6 +568,9 @@ int apply(const Options& o, const std::string& file, bool dry_run) {
   return report(o, "apply", x.response, dry_run);
 }
 
+// Recent events, or (follow) every new one until the daemon ends the stream or we are
+// interrupted. Each event is one line: text, or with -o json one JSON object (JSON Lines,
+// for jq and log shippers); a failure is reported as for any command.
 int events(const Options& o, bool follow) {
   Connection conn;
   auto x = request(o, conn, "events", json{{"follow", follow}}, kShortTimeout);
@@ -547,34 +579,25 @@ int events(const Options& o, bool follow) {
   if (r["result"] == 1 && r["text"].get<std::string>().rfind("unknown command 'events'", 0) == 0)
     return fail(o, kRefused, "events are not available from this daemon yet");
   if (exit_code(r) != kDone) return report(o, "events", r);
-  if (o.json) {
-    report(o, "events", r);
-  } else {
-    const json& args = r["arguments"];
-    if (auto it = args.find("events"); args.is_object() && it != args.end() && it->is_array()) {
-      for (const auto& e : *it) render_event(e);
-      print_generic(without(args, {"events"}));
-    } else if (args.is_object()) {
-      print_generic(args);
-    }
+  const json& args = r["arguments"];
+  if (auto it = args.find("events"); args.is_object() && it != args.end() && it->is_array()) {
+    for (const auto& e : *it) print_event(o, e);
+    if (!o.json) print_generic(without(args, {"events"}));
+  } else if (args.is_object() && !o.json) {
+    print_generic(args);
   }
   std::fflush(stdout);
   if (!follow) return kDone;
-  // Then one event per line until the daemon closes the stream (or we are interrupted).
   for (;;) {
     std::string line, error;
     auto got = conn.read_line(&line, std::nullopt, &error);
     if (got == Connection::Read::kClosed) return kDone;
     if (got != Connection::Read::kLine)
       return fail(o, kUnreachable, fmt::format("reading events from policyd at {}: {}", o.socket, error));
-    if (o.json) {
+    try {
+      print_event(o, json::parse(line));
+    } catch (const json::exception&) {
       std::printf("%s\n", line.c_str());
-    } else {
-      try {
-        render_event(json::parse(line));
-      } catch (const json::exception&) {
-        std::printf("%s\n", line.c_str());
-      }
     }
     std::fflush(stdout);
   }

@@ -19,9 +19,18 @@ int main(int argc, char** argv) {
   app.add_option("--config", opts.config_path, "policy file")->capture_default_str();
   app.add_option("--pin-dir", opts.pin_dir, "where maps and programs are pinned (bpffs)")->capture_default_str();
   app.add_option("--socket", opts.socket_path, "control socket")->capture_default_str();
-  app.add_option("--metrics", opts.metrics, "metrics listen address")->capture_default_str();
+  app.add_option("--metrics", opts.metrics, "Prometheus endpoint: HOST:PORT, [IPV6]:PORT, or off")
+      ->capture_default_str();
   app.add_option("--log-level", level, "trace|debug|info|warn|error")->capture_default_str();
   app.add_option("--log-format", format, "text|json")->capture_default_str();
+  app.add_option("--event-log-level", opts.event_log_level,
+                 "level decision events are logged at (logger `events`): trace|debug|info|warn|off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "off"}))
+      ->capture_default_str();
+  app.add_option("--event-rate", opts.event_rate,
+                 "decision events each CPU may send per second (and at once); more are counted, not sent; 0: none")
+      ->check(CLI::Range(0u, 1000000u))
+      ->capture_default_str();
   app.add_flag("--detach", detach, "remove the chain from every interface, unpin it, and exit");
   app.add_flag("--version", version, "print the version and exit");
   CLI11_PARSE(app, argc, argv);

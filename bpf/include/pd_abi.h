@@ -11,7 +11,7 @@
 #define PD_CTX_VERSION 1
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
-#define PD_ABI_VERSION 2
+#define PD_ABI_VERSION 3 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*) */
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {
@@ -127,6 +127,9 @@ enum pd_counter {
 	PD_C_RL_ALLOWED,                               /* requests that drew a token */
 	PD_C_RL_LIMITED,                               /* requests over a limit (429 or drop) */
 	PD_C_RL_SHARED,                                /* drew from a limit's shared bucket (bucket table full) */
+	PD_C_EV_SENT,                                  /* decision events written to the ring buffer pd_log */
+	PD_C_EV_SUPPRESSED,                            /* decision events over the per-CPU event rate (not sent) */
+	PD_C_EV_LOST,                                  /* decision events the ring buffer had no room for */
 	PD_C_MAX = 128,
 };
 
@@ -331,10 +334,15 @@ struct pd_runtime {
 	__s64 wall_offset_ns;  /* CLOCK_REALTIME - CLOCK_MONOTONIC (bpf_ktime_get_ns), refreshed every second */
 	__u64 token_key[2];    /* SipHash key of the token cache, random per daemon start */
 	__u64 updated_ns;      /* bpf_ktime-equivalent of the last refresh */
+	__u32 log_rate;        /* decision events per second per CPU (pd_log); 0: none are sent */
+	__u32 log_burst;       /* events a CPU may send at once after a quiet spell */
 };
 
-/* ---- events (RINGBUF) ---------------------------------------------------------------- */
-enum pd_event_type { PD_EV_JWT_VERIFY = 1 };
+/* ---- events (RINGBUF) ----------------------------------------------------------------
+ * Two ring buffers: pd_events carries tokens to the daemon (the JWT stage waits for the
+ * answers), pd_log carries decision events for the operator. Kept apart so a flood of
+ * refused requests can never crowd out a token the dataplane is waiting on. */
+enum pd_event_type { PD_EV_JWT_VERIFY = 1, PD_EV_DECISION = 2 };
 
 struct pd_event_jwt {
 	__u32 type;         /* PD_EV_JWT_VERIFY */
@@ -344,6 +352,45 @@ struct pd_event_jwt {
 	struct pd_jwt_cache_key key; /* where the daemon writes its answer */
 	__u64 tail;
 	__u8 token[PD_JWT_MAX];
+};
+
+/* A decision the operator sees (pd_log): a request or handshake refused (deny, drop, reset,
+ * reject 429, unauthorized 401) or decided by the fail mode (closed, or open: action ALLOW
+ * with a reason). One per decision, never one per packet of a decided flow; sent within a
+ * per-CPU budget the daemon sets (pd_runtime.log_rate, log_burst), the rest counted
+ * (PD_C_EV_SUPPRESSED). */
+#define PD_LOG_HOST 128 /* bytes of the normalized host (or server_name) carried */
+#define PD_LOG_PATH 128 /* bytes of the normalized path carried */
+
+struct pd_event_decision {
+	__u32 type;        /* PD_EV_DECISION */
+	__u32 gen_tag;     /* generation (as the controller counts) the decision was taken under */
+	__u64 ktime_ns;    /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u32 rule;        /* matched route or sni rule (RuleInfo.rule), PD_RULE_NONE if none */
+	__u32 method;      /* pd_method bit of the request, 0 if not parsed */
+	__u16 listener;    /* pd_listener.id: the listener's index in the policy */
+	__u16 status;      /* HTTP status answered: 403, 401, 429; 0 none (RST both ways, drop, passed) */
+	__u8 action;       /* pd_action taken */
+	__u8 reason;       /* pd_reason of the fail mode, PD_R_NONE when the policy decided */
+	__u8 jwt_reason;   /* pd_jwt_reason (UNAUTH: why the token was refused) */
+	__u8 stage;        /* pd_stage that handed over the decision; VERDICT: the default action */
+	__u8 proto;        /* pd_proto of the listener */
+	__u8 ratelimit;    /* the route's limit index + 1, 0 none */
+	__u16 host_len;    /* bytes of the normalized host; host[] holds the first PD_LOG_HOST */
+	__u16 path_len;    /* bytes of the normalized path; path[] holds the first PD_LOG_PATH */
+	__u16 pad;
+	struct pd_flow_key flow;
+	__u8 host[PD_LOG_HOST];
+	__u8 path[PD_LOG_PATH];
+};
+
+/* The per-CPU event budget (PERCPU_ARRAY pd_log_budget, one entry): a token bucket in
+ * units of 1e-9 event, so `log_rate` per second accrues exactly as log_rate per ns.
+ * last_ns 0 (never used) reads as full. */
+#define PD_LOG_UNIT 1000000000ULL
+struct pd_log_budget {
+	__u64 credit;
+	__u64 last_ns;
 };
 
 /* ---- rate limits ---------------------------------------------------------------------
@@ -457,6 +504,9 @@ struct pd_ctx {
 	__u8 has_sni;      /* the ClientHello carried server_name */
 	__u8 auth_count;   /* Authorization header lines */
 	__u8 jwt_reason;   /* pd_jwt_reason of the JWT stage's decision */
+	__u16 listener;    /* pd_listener.id (decision events) */
+	__u8 from_stage;   /* the stage that made the last tail call (the verdict's: who decided) */
+	__u8 pad_ev;
 	__u64 jwt_require; /* claim bits of the matched route */
 	__u64 jwt_sub;     /* pd_hash of the verified token's sub (0: none) — the rate limit's jwt_sub key */
 	__u64 host_hash;   /* pd_hash of the whole normalized host (host stage) — the rate limit's host key */

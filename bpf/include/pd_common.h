@@ -9,6 +9,7 @@
 #include <bpf/bpf_endian.h>
 #include "pd_abi.h"
 #include "pd_maps.h"
+#include "pd_event.h"
 
 #define PD_INLINE static __always_inline
 
@@ -44,12 +45,17 @@ PD_INLINE void pd_fail(struct pd_ctx *ctx, __u8 reason)
 		ctx->reason = reason;
 }
 
-/* Verdict to use without running the verdict stage (no chain, missed tail call). */
+/* Verdict to use without running the verdict stage (no chain, missed tail call). A caller
+ * without a context logs its own event (pd_log_flow). */
 PD_INLINE int pd_fail_inline(struct pd_ctx *ctx, __u8 reason)
 {
 	if (ctx && ctx->preflight)
 		return PD_PREFLIGHT_RET + (ctx->fail_open ? PD_ACT_ALLOW : PD_ACT_DROP);
 	pd_count(PD_C_REASON_BASE + reason);
+	if (ctx) {
+		ctx->reason = reason; /* this decision's reason, whatever a stage recorded before */
+		pd_log_ctx(ctx, ctx->fail_open ? PD_ACT_ALLOW : PD_ACT_DROP, 0, ctx->stage);
+	}
 	if (ctx && ctx->fail_open) {
 		pd_count(PD_C_FAIL_OPEN);
 		return TC_ACT_OK;
@@ -63,8 +69,10 @@ PD_INLINE int pd_fail_inline(struct pd_ctx *ctx, __u8 reason)
 PD_INLINE int pd_tail(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 stage)
 {
 	__u32 slot = (__u32)(ctx->gen & 1) * PD_STAGE_MAX + (stage & (PD_STAGE_MAX - 1));
+	ctx->from_stage = ctx->stage;
 	ctx->stage = stage;
 	bpf_tail_call(skb, &pd_progs, slot);
+	ctx->stage = ctx->from_stage; /* still in the caller: it decides, by the fail mode */
 	return pd_fail_inline(ctx, PD_R_MISSED_TAIL_CALL);
 }
 

@@ -128,6 +128,20 @@ struct {
 	__uint(max_entries, 1 << 21); /* 2 MiB: ~500 tokens in flight to the daemon */
 } pd_events SEC(".maps");
 
+/* Decision events for the operator (pd_event.h); apart from pd_events, which the JWT stage
+ * depends on. 1 MiB: ~3000 events, against a budget of a few hundred per second per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} pd_log SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pd_log_budget);
+} pd_log_budget SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PD_GENERATIONS * PD_RL_LIMITS);

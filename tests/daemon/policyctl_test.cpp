@@ -382,14 +382,16 @@ TEST_CASE("policyctl events", "[policyctl]") {
     auto r = policyctl(dir, socket_arg(dir) + " events --follow");
     CHECK(r.code == 0);
     CHECK(r.out == "2023-11-14 22:13:21 UTC action=reject reason=parse_error\n");
+    // -o json: JSON Lines, one event per line and nothing else
     r = policyctl(dir, socket_arg(dir) + " -o json events -f");
     CHECK(r.code == 0);
-    std::istringstream lines(r.out);
-    std::string first, second;
-    std::getline(lines, first);
-    std::getline(lines, second);
-    CHECK(json::parse(first)["result"] == 0);
-    CHECK(json::parse(second)["action"] == "reject");
+    CHECK(json::parse(r.out) == json{{"time", 1700000001}, {"action", "reject"}, {"reason", "parse_error"}});
+  }
+  SECTION("recent events as JSON Lines") {
+    StubDaemon d(dir, true);
+    auto r = policyctl(dir, socket_arg(dir) + " -o json events");
+    CHECK(r.code == 0);
+    CHECK(r.out == "{\"action\":\"deny\",\"host\":\"a.example.com\",\"time\":1700000000}\n");
   }
 }
 

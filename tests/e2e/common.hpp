@@ -106,6 +106,13 @@ inline std::string logged(std::string_view method, std::string_view target) {
   return cat("\"", method, " ", target, " HTTP/1.1\"");
 }
 
+// policyctl against the daemon's control socket.
+inline ExecResult ctl(const Daemon& d, std::vector<std::string> args, Millis timeout = 30s) {
+  std::vector<std::string> argv{POLICYCTL_BIN, "--socket", d.socket_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, timeout);
+}
+
 // Everything a test needs, declared in the order that tears it down correctly.
 // `text` with its first `from` replaced by `to` (a policy variant); throws if absent.
 inline std::string edit_policy(std::string text, const std::string& from, const std::string& to) {

@@ -457,7 +457,8 @@ Daemon::Detach::~Detach() {
             r.exit_code, r.err.c_str());
 }
 
-Daemon::Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect, Millis timeout)
+Daemon::Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect, Millis timeout,
+               std::vector<std::string> args)
     : dir_("policyd"),
       pin_dir_(dir_.file("bpf")),
       policy_path_(dir_.file("policy.yaml")),
@@ -465,7 +466,8 @@ Daemon::Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect
       log_path_(dir_.file("policyd.log")),
       mount_((write_file(policy_path_, policy_yaml), pin_dir_)),
       detach_{topo, pin_dir_},
-      topo_(topo) {
+      topo_(topo),
+      args_(std::move(args)) {
   start_and_wait(expect, timeout);
 }
 
@@ -476,9 +478,11 @@ void Daemon::start_and_wait(Expect expect, Millis timeout, const std::vector<std
     argv.push_back("env");
     argv.insert(argv.end(), env.begin(), env.end());
   }
+  argv.insert(argv.end(), launcher_.begin(), launcher_.end());
   for (const auto& a : {policyd_bin(), std::string("--config"), policy_path_, std::string("--pin-dir"), pin_dir_,
                         std::string("--socket"), socket_path_, std::string("--log-level"), std::string("debug")})
     argv.push_back(a);
+  argv.insert(argv.end(), args_.begin(), args_.end());
   proc_.reset();
   proc_.emplace(topo_.in(Role::gw, argv), log_path_);
   const auto deadline = Clock::now() + timeout;

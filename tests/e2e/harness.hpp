@@ -215,8 +215,9 @@ class Daemon {
             // it does not appear or the process exits
     exit,   // wait (bounded) for the process to exit; never throws for that
   };
+  // args: more policyd options, after the ones the fixture sets (e.g. {"--event-rate", "3"}).
   Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect = Expect::ready,
-         Millis timeout = 10s);
+         Millis timeout = 10s, std::vector<std::string> args = {});
   // SIGTERM (bounded wait, then SIGKILL), `policyd --detach --pin-dir DIR` in the
   // gateway namespace, umount the bpffs, remove the temp dir.
   ~Daemon();
@@ -238,6 +239,9 @@ class Daemon {
   // waiting (bounded) for its "ready: generation" line (or its exit, with Expect::exit);
   // throws with the log otherwise. env: extra VAR=value settings for the process.
   void restart(Millis timeout = 10s, const std::vector<std::string>& env = {}, Expect expect = Expect::ready);
+  // Later starts (restart()) run policyd through this command (e.g. setpriv with a
+  // capability set): {launcher..., policyd, args...}.
+  void set_launcher(std::vector<std::string> launcher) { launcher_ = std::move(launcher); }
   // Replace the policy file and send SIGHUP; waits (bounded) until the daemon logged the
   // outcome of that reload, and returns the log lines it wrote since.
   std::string reload(std::string_view policy_yaml, Millis timeout = 10s);
@@ -263,6 +267,8 @@ class Daemon {
   Detach detach_;
   void start_and_wait(Expect expect, Millis timeout, const std::vector<std::string>& env = {});
   const Topology& topo_;
+  std::vector<std::string> launcher_;
+  std::vector<std::string> args_;
   std::optional<Process> proc_;  // destroyed first: stop, then detach, umount, rm
 };
 

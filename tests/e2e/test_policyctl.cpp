@@ -11,12 +11,6 @@ using json = nlohmann::json;
 
 namespace {
 
-ExecResult ctl(const Daemon& d, std::vector<std::string> args) {
-  std::vector<std::string> argv{POLICYCTL_BIN, "--socket", d.socket_path()};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return run(argv, 30s);
-}
-
 std::string write_policy(const TempDir& dir, const std::string& name, const std::string& text) {
   auto path = dir.file(name);
   std::ofstream(path) << text;
