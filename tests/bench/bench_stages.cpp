@@ -1,7 +1,8 @@
 // Micro-benchmark of the HTTP dataplane through BPF_PROG_TEST_RUN: ns per packet for each
 // case, and its ratio to an empty TC program measured in the same run. Not a test: it asserts
 // nothing about time. `--quick` runs every case briefly (the suite runs that, so this cannot
-// rot); the full run takes the median of several rounds.
+// rot); the full run takes the median of several rounds. `--json FILE` also writes every
+// figure, with each round's value, to FILE (scripts/bench reads it); the table on stdout stays.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sched.h>
@@ -24,6 +25,8 @@
 #include "empty.skel.h"
 #include "jwt/jwt.hpp"
 #include "packet.hpp"
+
+#include <nlohmann/json.hpp>
 
 using namespace policyd;
 using policyd::test::Packet;
@@ -61,12 +64,24 @@ struct BenchResult {
   std::string name;
   double ns = 0, lo = 0, hi = 0;  // median and spread over rounds
   double base = 0;                // the empty program, measured the same way
+  std::vector<double> rounds, base_rounds;  // each round's value (subject, empty program)
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
+  std::string json_path;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--json") == 0 && i + 1 < argc) {
+      json_path = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: %s [--quick] [--json FILE]\n", argv[0]);
+      return 2;
+    }
+  }
   const int rounds = quick ? 1 : 7;
   const uint32_t repeat = quick ? 1000 : 200000;
   const int singles = quick ? 200 : 20000;
@@ -337,7 +352,7 @@ int main(int argc, char** argv) {
       s.push_back(subject());
     }
     BenchResult res{name, median(s), *std::min_element(s.begin(), s.end()), *std::max_element(s.begin(), s.end()),
-               median(b)};
+               median(b), s, b};
     results.push_back(res);
   };
   auto empty_rep = [&] { return test_run(empty_fd, first_pkt, repeat).ns; };
@@ -417,5 +432,30 @@ int main(int argc, char** argv) {
   std::printf("%-46s %10.0f /s   openssl speed verify %10.0f /s   ratio %.2f\n", "ES256 (P-256)", es, es_ssl,
               es_ssl > 0 ? es / es_ssl : 0.0);
   empty_bpf__destroy(empty);
+
+  if (!json_path.empty()) {
+    nlohmann::json j;
+    j["mode"] = quick ? "quick" : "full";
+    j["rounds"] = rounds;
+    j["repeat"] = repeat;
+    j["singles"] = singles;
+    j["note"] = "ns per packet; repeat cases: the kernel's average over `repeat` runs per round; single-shot cases: "
+                "the median of `singles` single runs per round (each includes the kernel's timer cost)";
+    for (const auto& r : results)
+      j["cases"].push_back({{"name", r.name}, {"ns_median", r.ns}, {"ns_min", r.lo}, {"ns_max", r.hi},
+                            {"empty_ns_median", r.base}, {"ratio", r.base > 0 ? r.ns / r.base : 0.0},
+                            {"rounds_ns", r.rounds}, {"empty_rounds_ns", r.base_rounds}});
+    j["daemon"] = nlohmann::json::array(
+        {{{"name", "RS256 (RSA 2048)"}, {"per_second", rs}, {"openssl_verify_per_second", rs_ssl},
+          {"ratio", rs_ssl > 0 ? rs / rs_ssl : 0.0}},
+         {{"name", "ES256 (P-256)"}, {"per_second", es}, {"openssl_verify_per_second", es_ssl},
+          {"ratio", es_ssl > 0 ? es / es_ssl : 0.0}}});
+    std::ofstream out(json_path, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    if (!out.flush()) {
+      std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
+      return 1;
+    }
+  }
   return 0;
 }
