@@ -27,8 +27,10 @@
 #include <nlohmann/json.hpp>
 
 #include "chain/compile.hpp"
+#include "chain/jwt_tables.hpp"
 #include "config/loader.hpp"
 #include "daemon/control.hpp"
+#include "jwt/jwt.hpp"
 
 namespace {
 
@@ -59,8 +61,30 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 int check_policy(const std::string& file, bool as_json, bool report_success) {
   try {
     auto policy = policyd::config::load_policy_file(file);
+    // The JWT providers' key files are the daemon's: read them when this user can, as the
+    // daemon will; when they cannot be read here (another user, another host) everything
+    // else is still checked, with a warning, and the daemon checks the files at apply.
+    std::vector<std::string> key_warnings;
+    policyd::chain::JwtKeyMaterial material;
+    if (auto read = policyd::chain::read_key_material(policy)) {
+      material = std::move(*read);
+      for (const auto& [name, provider] : policy.jwt_providers)
+        if (auto keys = policyd::jwt::load_keys(provider); !keys) {
+          auto msg = fmt::format("jwt provider '{}': {}", name, keys.error().message);
+          if (as_json)
+            std::puts(json{{"valid", false}, {"error", msg}}.dump().c_str());
+          else
+            std::fprintf(stderr, "%s\n", msg.c_str());
+          return kInvalid;
+        }
+    } else {
+      key_warnings.push_back(read.error().message + " (not checked here; the daemon reads it at apply)");
+      for (const auto& [name, provider] : policy.jwt_providers)
+        if (provider.secret_file) material.secrets[name] = "unread";  // compiles; never sent anywhere
+    }
     // What the dataplane would be given: the same compile the daemon runs.
-    auto tables = policyd::chain::compile(policy, 0, 0);
+    auto tables = policyd::chain::compile(policy, 0, 0, &material);
+    if (tables) tables->warnings.insert(tables->warnings.begin(), key_warnings.begin(), key_warnings.end());
     if (!tables) {
       if (as_json)
         std::puts(json{{"valid", false}, {"error", tables.error().message}}.dump().c_str());

@@ -174,6 +174,43 @@ TEST_CASE("policyctl validate needs no daemon", "[policyctl]") {
   CHECK(j["column"] == 12);
 }
 
+TEST_CASE("policyctl validate reads the JWT key files when it can, and warns when it cannot", "[policyctl]") {
+  TempDir dir;
+  const std::string full = kSourceDir + "/config/examples/full.yaml";
+  const std::string text = slurp(full);
+  // the example's secret_file (/etc/policyd/main.key) is not on this machine: everything else
+  // is checked, and the warning says what was not
+  if (!std::filesystem::exists("/etc/policyd/main.key")) {
+    auto r = policyctl(dir, "validate " + full);
+    INFO(r.err);
+    CHECK(r.code == 0);
+    CHECK(r.out.find(full + ": valid") == 0);
+    CHECK(r.err.find("/etc/policyd/main.key") != std::string::npos);
+    CHECK(r.err.find("the daemon reads it at apply") != std::string::npos);
+  }
+  // a readable secret: valid, no warning about it
+  auto replaced = [](std::string t, const std::string& from, const std::string& to) {
+    t.replace(t.find(from), from.size(), to);
+    return t;
+  };
+  auto with = [&](const std::string& from, const std::string& to) { return replaced(text, from, to); };
+  std::ofstream(dir.file("main.key")) << "a-secret-of-enough-length-for-hs256-0123456789";
+  std::ofstream(dir.file("ok.yaml")) << with("/etc/policyd/main.key", dir.file("main.key"));
+  auto r = policyctl(dir, "validate " + dir.file("ok.yaml"));
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK(r.err.find("main.key") == std::string::npos);
+  // a JWK Set that is not one: invalid, naming the provider
+  std::ofstream(dir.file("jwks.json")) << "{\"keys\": 42}";
+  std::ofstream(dir.file("bad.yaml")) << replaced(with("algorithms: [HS256]", "algorithms: [RS256]"),
+                                                  "secret_file: /etc/policyd/main.key",
+                                                  "jwks_file: " + dir.file("jwks.json"));
+  r = policyctl(dir, "validate " + dir.file("bad.yaml"));
+  INFO(r.out << r.err);
+  CHECK(r.code == 1);
+  CHECK(r.err.find("jwt provider 'main'") != std::string::npos);
+}
+
 TEST_CASE("policyctl without a daemon exits 3", "[policyctl]") {
   TempDir dir;
   const std::string sock = dir.file("policyd.sock");
