@@ -38,6 +38,17 @@ runs = r["macro"]["runs"]
 need(len(runs) == 3 * 2 * 3, f"{len(runs)} timed runs, expected 18")
 need(all(run["requests"] > 0 and run["errors"]["status"] == 0 for run in runs), "a run had no or non-2xx responses")
 need(len(r["macro"]["summary"]) == 18, "summary incomplete")
+# hot swap and scale (tests/bench/bench_hotswap, bench_scale): their sections, no failed request
+titles = [sec["title"] for sec in r.get("sections", [])]
+for t in ("Hot swap", "Scale: cost per packet", "Scale: policyd"):
+    need(any(x.startswith(t) for x in titles), f"no section '{t}...'")
+hs = json.load(open(os.path.join(out, "raw", "hotswap.json")))
+need(len(hs["runs"]) == hs["applies"] > 0, "hot swap: not every apply recorded")
+need(hs["failed_requests"] == 0 and hs["generation_mismatch"] == 0, "hot swap: requests failed during the applies")
+sc = json.load(open(os.path.join(out, "raw", "scale.json")))
+for d in ("hosts", "routes", "flows_fast", "flows_new"):
+    need(len(sc["per_packet"][d]["points"]) >= 2, f"scale: no {d} curve")
+need(len(sc.get("daemon", [])) >= 2, "scale: no daemon figures")
 for name, plot in r["plots"].items():
     need(plot and plot.endswith(".svg") and os.path.getsize(os.path.join(out, plot)) > 0, f"plot {name}: {plot}")
 if fail:

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <climits>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -807,6 +808,58 @@ bool got_server_hello(const RawResult& r) {
 bool got_tls_alert(const RawResult& r) {
   const std::string h = raw_head_hex(r);
   return h.size() >= 6 && h.compare(0, 4, "1503") == 0;
+}
+
+// ---------------------------------------------------------------------------
+// Cleanup of an interrupted run
+
+namespace {
+
+constexpr std::string_view kSweepFlag = "--sweep-after-signal";
+char g_exe[PATH_MAX];
+char g_pid[32];
+
+// Async-signal-safe: builds the arguments from preformatted strings, then execv.
+void on_signal(int sig) {
+  char sig_arg[8];
+  char digits[8];
+  int n = 0;
+  for (int v = sig; v > 0 && n < 7; v /= 10) digits[n++] = static_cast<char>('0' + v % 10);
+  for (int i = 0; i < n; ++i) sig_arg[i] = digits[n - 1 - i];
+  sig_arg[n] = '\0';
+  char flag[sizeof "--sweep-after-signal"];
+  for (std::size_t i = 0; i < sizeof flag; ++i) flag[i] = "--sweep-after-signal"[i];
+  char* const args[] = {g_exe, flag, g_pid, sig_arg, nullptr};
+  execv(g_exe, args);
+  _exit(128 + sig);
+}
+
+}  // namespace
+
+void install_cleanup_handlers() {
+  const ssize_t len = readlink("/proc/self/exe", g_exe, sizeof g_exe - 1);
+  if (len <= 0) return;
+  g_exe[len] = '\0';
+  std::snprintf(g_pid, sizeof g_pid, "%ld", static_cast<long>(getpid()));
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+void handle_sweep_flag(int argc, char** argv) {
+  if (argc != 4 || argv[1] != kSweepFlag) return;
+  std::fprintf(stderr, "%s: interrupted; removing what run %s created\n", argv[0], argv[2]);
+  sweep_pid(std::atol(argv[2]));
+  const int sig = std::atoi(argv[3]);
+  signal(sig, SIG_DFL);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  raise(sig);
+  std::exit(128 + sig);
 }
 
 }  // namespace policyd::e2e

@@ -128,6 +128,12 @@ void sweep_stale();
 // temp dirs and their mounts). main() execs itself into this on SIGINT/SIGTERM/SIGHUP,
 // so an interrupted run cleans up after itself.
 void sweep_pid(long pid);
+// SIGINT, SIGTERM, SIGHUP: exec this binary into "--sweep-after-signal PID SIG", which
+// removes what PID created (sweep_pid) and dies by SIG. A main() calls handle_sweep_flag()
+// first thing, then install_cleanup_handlers().
+void install_cleanup_handlers();
+// If argv is "--sweep-after-signal PID SIG": sweep and die by SIG (does not return).
+void handle_sweep_flag(int argc, char** argv);
 
 // ---------------------------------------------------------------------------
 // Fixtures
