@@ -184,8 +184,10 @@ Status PathStage::compile(const config::Policy& policy, uint32_t gen, uint64_t s
     const auto& h = policy.hosts[hi];
     for (size_t ri = 0; ri < h.routes.size(); ++ri, ++rule) {
       const auto& r = h.routes[ri];
-      if (rule >= PD_MAX_RULES)
-        return make_error(fmt::format("{}: more than {} routes", where(r.loc), PD_MAX_RULES));
+      // rule ids: routes count up from 0, sni rules down from PD_MAX_RULES - 1 (counters are per id)
+      if (rule >= PD_MAX_RULES - policy.sni.size())
+        return make_error(fmt::format("{}: more than {} routes{}", where(r.loc), PD_MAX_RULES - policy.sni.size(),
+                                      policy.sni.empty() ? "" : fmt::format(" beside {} sni rules", policy.sni.size())));
       const std::string& pat = r.path.value;
       if (pat.empty() || pat.size() >= PD_PATTERN_MAX)
         return make_error(fmt::format("{}: path pattern must be 1..{} bytes", where(r.loc), PD_PATTERN_MAX - 1));

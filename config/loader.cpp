@@ -23,7 +23,8 @@ namespace policyd::config {
 namespace {
 
 constexpr size_t kMaxRoutes = 65536;
-constexpr size_t kMaxHostPatterns = 8192;
+constexpr size_t kMaxHostPatterns = 16384;
+constexpr size_t kMaxSniRules = 8192;
 constexpr size_t kMaxNameLength = 253;
 constexpr size_t kMaxLabelLength = 63;
 constexpr size_t kMaxPathLength = 255;
@@ -918,6 +919,8 @@ Policy decode_policy(const YAML::Node& root, const std::filesystem::path& base) 
         fail(element["match"].Mark(), "sni pattern " + in_quotes(rule.match) +
                                           " is already used at " + position(it->second));
       }
+      if (policy.sni.size() >= kMaxSniRules)
+        fail(element.Mark(), "too many sni rules: a policy holds at most " + std::to_string(kMaxSniRules));
       policy.sni.push_back(std::move(rule));
     }
     if (!policy.sni.empty() && !in_chain(policy, StageKind::Sni)) {

@@ -131,3 +131,32 @@ TEST_CASE("what a change says", "[plan]") {
   REQUIRE(p.changes.size() == 1);
   CHECK(p.changes[0].what == "default_action deny -> allow");
 }
+
+// Rule ids: routes count up from 0 and sni rules down from PD_MAX_RULES - 1, each with its
+// own hit counter, so together they must fit; a policy where they would meet is refused.
+TEST_CASE("routes and sni rules share the rule ids: a policy where they would meet is refused", "[compile]") {
+  std::string yaml = R"(version: 1
+interfaces: [eth0]
+listeners:
+  - name: web
+    port: 80
+    protocol: http
+  - name: tls
+    port: 443
+    protocol: tls
+chain: [sni, host, path]
+sni:
+  - {match: a.example, action: allow}
+  - {match: b.example, action: allow}
+hosts:
+  - match: app.example
+    routes:
+)";
+  for (int i = 0; i < PD_MAX_RULES - 2; ++i) yaml += "      - {path: {exact: /r" + std::to_string(i) + "}, action: allow}\n";
+  auto fits = policyd::config::load_policy_string(yaml, "ids.yaml");
+  REQUIRE(policyd::chain::compile(fits, 0, 1));
+  yaml += "      - {path: {exact: /one-more}, action: allow}\n";
+  auto over = policyd::chain::compile(policyd::config::load_policy_string(yaml, "ids.yaml"), 0, 1);
+  REQUIRE_FALSE(over);
+  CHECK(over.error().message == "ids.yaml:65551:9: more than 65534 routes beside 2 sni rules");
+}

@@ -390,16 +390,23 @@ TEST_CASE("route and host pattern limits", "[config][loader]") {
     yaml += route;
     CHECK(error_of(yaml) == "test.yaml:65547:9: too many routes: a policy holds at most 65536");
   }
-  SECTION("8192 host patterns load, 8193 do not") {
+  SECTION("16384 host patterns load, 16385 do not") {
     std::string yaml = kMinimal + "chain: [host, path]\nhosts:\n";
-    for (int i = 0; i < 8192; ++i) {
+    for (int i = 0; i < 16384; ++i) {
       yaml += "  - {match: h" + std::to_string(i) +
               ".example, routes: [{path: {prefix: /}, action: allow}]}\n";
     }
-    CHECK(load_policy_string(yaml, "big.yaml").hosts.size() == 8192);
+    CHECK(load_policy_string(yaml, "big.yaml").hosts.size() == 16384);
     yaml += "  - {match: [x.example], routes: [{path: {prefix: /}, action: allow}]}\n";
     CHECK(error_of(yaml) ==
-          "test.yaml:8201:14: too many host patterns: a policy holds at most 8192");
+          "test.yaml:16393:14: too many host patterns: a policy holds at most 16384");
+  }
+  SECTION("8192 sni rules load, 8193 do not") {
+    std::string yaml = kMinimal + "chain: [sni]\nsni:\n";
+    for (int i = 0; i < 8192; ++i) yaml += "  - {match: s" + std::to_string(i) + ".example, action: allow}\n";
+    CHECK(load_policy_string(yaml, "big.yaml").sni.size() == 8192);
+    yaml += "  - {match: x.example, action: allow}\n";
+    CHECK(error_of(yaml).find(":8201:5: too many sni rules: a policy holds at most 8192") != std::string::npos);
   }
 }
 
