@@ -626,6 +626,21 @@ uint32_t Dataplane::prog_id(uint32_t stage) const {
   return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
 }
 
+Dataplane::RunStats Dataplane::run_stats(uint32_t stage) const {
+  int fd = prog_fd(stage);
+  if (fd < 0) return {};
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return {};
+  return {info.run_cnt, info.run_time_ns};
+}
+
+Result<int> Dataplane::enable_run_stats() {
+  int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  if (fd < 0) return make_error(fmt::format("enabling BPF run-time statistics: {}", errstr(errno)));
+  return fd;
+}
+
 int Dataplane::map_fd(const std::string& name) const {
   auto it = maps_.find(name);
   return it == maps_.end() ? -1 : it->second;

@@ -119,6 +119,17 @@ class Dataplane {
   int prog_fd(uint32_t stage) const;
   uint32_t prog_id(uint32_t stage) const;
   int map_fd(const std::string& name) const;
+  // The kernel's per-program statistics (bpf_prog_info run_cnt, run_time_ns): they count
+  // only while run-time statistics are enabled (enable_run_stats, or the sysctl
+  // kernel.bpf_stats_enabled), and then for every BPF program on the host, each run paying
+  // for two clock reads. The returned fd keeps them enabled until it is closed. Only the
+  // program a hook runs is timed, its tail calls included: the entry program's figures are
+  // the whole chain's; a tail-called stage's stay 0.
+  struct RunStats {
+    uint64_t runs = 0, ns = 0;
+  };
+  RunStats run_stats(uint32_t stage) const;
+  static Result<int> enable_run_stats();
 
   // The runtime map: the wall clock offset the JWT stage reads (refresh it every second)
   // and, with new_token_key, a fresh random key for the token cache's hash.

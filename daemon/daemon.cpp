@@ -5,6 +5,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include <cerrno>
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <utility>
 #include <map>
 
 #include <boost/asio/post.hpp>
@@ -282,6 +284,14 @@ int Daemon::start() {
     return 2;
   }
   dp_ = std::move(dp.value());
+  if (opts_.bpf_stats) {
+    if (auto fd = chain::Dataplane::enable_run_stats()) {
+      run_stats_fd_ = *fd;
+      log_main()->info("BPF run-time statistics on (--bpf-stats): every BPF program on this host is timed");
+    } else {
+      log_main()->warn("{}; stats and metrics go without them", fd.error().message);
+    }
+  }
   jwt_ = std::make_unique<JwtService>(io_, *dp_);
   {
     EventService::Options eo;
@@ -436,6 +446,7 @@ void Daemon::stop() {
   if (events_) events_->stop();
   boost::system::error_code ec;
   signals_.cancel(ec);
+  if (run_stats_fd_ >= 0) ::close(std::exchange(run_stats_fd_, -1));
 }
 
 void Daemon::register_commands() {
@@ -550,6 +561,12 @@ metrics::Snapshot Daemon::snapshot() const {
   }
   for (const auto& [ifindex, name] : ifs) s.interfaces.push_back({name, ifindex, dp_->filter_present(ifindex)});
   s.links = {links_.attached, links_.reattached, links_.forgotten};
+  s.bpf_stats = run_stats_fd_ >= 0;
+  if (s.bpf_stats) {
+    auto r = dp_->run_stats(PD_STAGE_ENTRY);
+    s.chain_runs = r.runs;
+    s.chain_ns = r.ns;
+  }
   return s;
 }
 
@@ -608,6 +625,10 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
                              {"followers", s.events.followers},
                              {"rate", opts_.event_rate}}},
                  {"applies", applies}};
+  if (s.bpf_stats)  // --bpf-stats: the chain as the kernel timed it, all stages included
+    r.arguments["chain_time"] = {{"runs", s.chain_runs},
+                                 {"ns", s.chain_ns},
+                                 {"ns_per_run", s.chain_runs ? s.chain_ns / s.chain_runs : 0}};
   return r;
 }
 

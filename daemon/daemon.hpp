@@ -33,6 +33,9 @@ struct DaemonOptions {
   // a CPU may send per second (and at once); 0 sends none.
   std::string event_log_level = "info";
   uint32_t event_rate = 200;
+  // The kernel's run-time statistics (run count and ns per stage program, in stats and
+  // metrics). Host-wide while on, and each program run pays two clock reads.
+  bool bpf_stats = false;
 };
 
 // What an apply did (or, dry run, would do).
@@ -92,6 +95,7 @@ class Daemon {
   std::unique_ptr<MetricsServer> metrics_;  // after dp_ and jwt_: stopped before they go
   metrics::Applies applies_;
   std::unique_ptr<LinkWatch> link_watch_;
+  int run_stats_fd_ = -1;  // --bpf-stats: the kernel keeps run-time statistics while it is open
   struct LinkStats {
     uint64_t attached = 0;    // links that appeared (or were renamed into a glob) and got the chain
     uint64_t reattached = 0;  // our qdisc or filter removed by someone else, put back

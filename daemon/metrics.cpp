@@ -150,6 +150,14 @@ std::vector<Family> families(const Snapshot& s) {
   b.counters("policyd_verdicts_total", "decisions taken, by action", "action", s.verdicts);
   b.counters("policyd_stage_runs_total", "stage program runs (the entry program's are policyd_packets_total)", "stage",
              s.stages);
+  if (s.bpf_stats) {  // only with --bpf-stats: without it the kernel counts nothing
+    b.counter("policyd_chain_runs_total", "runs of the chain at TC ingress as the kernel counts them (--bpf-stats)",
+              s.chain_runs);
+    auto& f = b.family("policyd_chain_run_seconds_total",
+                       "CPU time the kernel measured in the chain, every stage it reached included (--bpf-stats)",
+                       Type::counter);
+    f.samples.push_back(Sample{f.name, {}, static_cast<double>(s.chain_ns) / 1e9});
+  }
   b.counters("policyd_fail_mode_total", "requests or connections that could not be judged with certainty, by reason",
              "reason", s.fail_mode);
   {

@@ -102,6 +102,11 @@ struct Snapshot {
     bool attached = false;  // policyd's filter is on its TC ingress now
   };
   std::vector<Interface> interfaces;
+  // The kernel's own accounting of the chain (--bpf-stats): runs of the entry program and
+  // the ns spent in it with every stage it tail-called (the kernel times only the program
+  // attached, tail calls included), counted only while run-time statistics are enabled.
+  bool bpf_stats = false;
+  uint64_t chain_runs = 0, chain_ns = 0;
   struct Links {  // rtnetlink: what the daemon did about interfaces after the start
     uint64_t attached = 0, reattached = 0, forgotten = 0;
   } links;

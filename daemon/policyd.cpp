@@ -31,6 +31,9 @@ int main(int argc, char** argv) {
                  "decision events each CPU may send per second (and at once); more are counted, not sent; 0: none")
       ->check(CLI::Range(0u, 1000000u))
       ->capture_default_str();
+  app.add_flag("--bpf-stats", opts.bpf_stats,
+               "have the kernel time each stage program (runs and ns per stage in stats and metrics; host-wide "
+               "while on, and every BPF program run then pays two clock reads)");
   app.add_flag("--detach", detach, "remove the chain from every interface, unpin it, and exit");
   app.add_flag("--version", version, "print the version and exit");
   CLI11_PARSE(app, argc, argv);

@@ -360,3 +360,34 @@ TEST_CASE("metrics: a malformed --metrics stops the daemon at start, naming it",
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("--metrics 'localhost:9464': 'localhost' is not an IP address") != std::string::npos);
 }
+
+TEST_CASE("metrics: --bpf-stats has the kernel time the chain; without it there are no such series",
+          "[metrics]") {
+  Topology topo;
+  Backend nginx(topo);
+  {
+    Daemon plain(topo, metrics_policy());
+    REQUIRE(get(topo, "/allowed/1") == 200);
+    const auto s = scrape(topo);
+    CHECK(s.all("policyd_chain_runs_total").empty());
+    CHECK(s.all("policyd_chain_run_seconds_total").empty());
+  }
+  Daemon daemon(topo, metrics_policy(), Daemon::Expect::ready, 10s, {"--bpf-stats"});
+  CHECK(daemon.log().find("BPF run-time statistics on") != std::string::npos);
+  constexpr int kRequests = 5;
+  for (int i = 0; i < kRequests; ++i) REQUIRE(get(topo, cat("/allowed/", i)) == 200);
+  const auto s = scrape(topo);
+  INFO(s.text);
+  // the chain runs on every packet at ingress (SYNs, ACKs, the requests, and the preflight
+  // probes of the apply): at least one per request
+  CHECK(s.value("policyd_chain_runs_total") >= s.value("policyd_requests_total"));
+  CHECK(s.value("policyd_requests_total") == kRequests);
+  CHECK(s.value("policyd_chain_run_seconds_total") > 0);
+  auto st = ctl(daemon, {"-o", "json", "stats"});
+  REQUIRE(st.exit_code == 0);
+  auto j = json::parse(st.out);
+  const auto& a = j.contains("arguments") ? j["arguments"] : j;
+  INFO(a.dump());
+  REQUIRE(a.contains("chain_time"));
+  CHECK(a["chain_time"]["ns_per_run"].get<uint64_t>() > 0);
+}
