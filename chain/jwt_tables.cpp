@@ -57,6 +57,26 @@ Result<JwtKeyMaterial> read_key_material(const config::Policy& policy) {
   return m;
 }
 
+Result<jwt::Keys> provider_keys(const JwtKeyMaterial& material, const std::string& name,
+                                const config::JwtProvider& provider) {
+  jwt::Keys keys;
+  if (provider.jwks_file) {
+    auto text = material.jwks.find(name);
+    if (text == material.jwks.end())
+      return make_error(fmt::format("jwt provider '{}': {} was not read", name, *provider.jwks_file));
+    auto parsed = jwt::parse_jwks(text->second, *provider.jwks_file);
+    if (!parsed) return make_error(fmt::format("jwt provider '{}': {}", name, parsed.error().message));
+    keys = std::move(*parsed);
+  }
+  if (provider.secret_file) {
+    auto secret = material.secrets.find(name);
+    if (secret == material.secrets.end())
+      return make_error(fmt::format("jwt provider '{}': {} was not read", name, *provider.secret_file));
+    keys.secret = secret->second;
+  }
+  return keys;
+}
+
 Result<JwtLayout> jwt_layout(const config::Policy& policy) {
   JwtLayout l;
   for (const auto& [name, p] : policy.jwt_providers) {

@@ -32,6 +32,11 @@ struct JwtKeyMaterial {
 
 // Reads every provider's secret_file and jwks_file (errors name the file and the provider).
 Result<JwtKeyMaterial> read_key_material(const config::Policy& policy);
+// A provider's keys for the daemon's verifier, from the bytes read_key_material read (not
+// from the files again: the dataplane's HMAC keys and the daemon's must be one version of a
+// file being rotated). Errors name the provider and the file.
+Result<jwt::Keys> provider_keys(const JwtKeyMaterial& material, const std::string& name,
+                                const config::JwtProvider& provider);
 
 struct JwtClaimEntry {
   pd_jwt_claim_key key;

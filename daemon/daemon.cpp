@@ -189,8 +189,8 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   if (!material) return material.error();
   std::map<std::string, jwt::Keys> keys;
   for (const auto& [name, p] : policy.jwt_providers) {
-    auto k = jwt::load_keys(p);
-    if (!k) return make_error(fmt::format("jwt provider '{}': {}", name, k.error().message));
+    auto k = chain::provider_keys(*material, name, p);
+    if (!k) return k.error();
     for (const auto& skipped : k->skipped) spdlog::get("config")->warn("jwt provider '{}': {}", name, skipped);
     keys.emplace(name, std::move(*k));
   }

@@ -30,7 +30,6 @@
 #include "chain/jwt_tables.hpp"
 #include "config/loader.hpp"
 #include "daemon/control.hpp"
-#include "jwt/jwt.hpp"
 
 namespace {
 
@@ -69,8 +68,8 @@ int check_policy(const std::string& file, bool as_json, bool report_success) {
     if (auto read = policyd::chain::read_key_material(policy)) {
       material = std::move(*read);
       for (const auto& [name, provider] : policy.jwt_providers)
-        if (auto keys = policyd::jwt::load_keys(provider); !keys) {
-          auto msg = fmt::format("jwt provider '{}': {}", name, keys.error().message);
+        if (auto keys = policyd::chain::provider_keys(material, name, provider); !keys) {
+          const auto& msg = keys.error().message;
           if (as_json)
             std::puts(json{{"valid", false}, {"error", msg}}.dump().c_str());
           else
