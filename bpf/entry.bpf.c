@@ -5,6 +5,7 @@
 #include "pd_common.h"
 #include "pd_parse.h"
 #include "pd_reply.h"
+#include "pd_segment.h"
 
 /* Written by the controller (mmap of .bss): the active generation and each generation's
  * configuration. Read once per packet; the generation is then carried in the context. */
@@ -26,6 +27,7 @@ struct pd_scan_state { /* lives in ctx->work: opaque to the verifier, so the loo
 	__u32 from;
 	__u32 to;
 	__u32 end; /* index after the final LF, 0 if not found */
+	__u32 lead; /* only CR/LF so far: empty lines before the request line, skipped (RFC 9112 2.2) */
 };
 
 struct pd_scan {
@@ -39,6 +41,14 @@ static long pd_scan_cb(__u32 i, struct pd_scan *sc)
 	__u32 pos = s->from;
 	if (pos >= s->to)
 		return 1;
+	if (s->lead) {
+		__u8 c = sc->buf[PD_HEAD_IDX(pos)];
+		s->from = pos + 1;
+		if (c == '\r' || c == '\n')
+			return 0;
+		s->lead = 0;
+		return 0;
+	}
 	/* no LF in the next 8 bytes: skip them at once */
 	if (pos + 8 <= s->to && !pd_has_byte(*(__u64 *)(sc->buf + PD_HEAD_IDX(pos)), '\n')) {
 		s->from = pos + 8;
@@ -66,6 +76,9 @@ PD_INLINE __u32 pd_find_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u3
 	s->from = from;
 	s->to = to;
 	s->end = 0;
+	/* a head whose first bytes are empty lines; a scan resumed in an accumulated head does
+	 * not skip (at worst a head of nothing but empty lines gets the fail mode) */
+	s->lead = from == 0;
 	if (to > from)
 		bpf_loop(to - from, pd_scan_cb, &sc, 0);
 	return s->end;
@@ -251,6 +264,137 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->rule = PD_RULE_NONE;
 	ctx->jwt = 0;
 	ctx->ratelimit = 0;
+	ctx->head_held = 0;
+}
+
+/* Is the packet's destination the listener's address (or prefix), if it has one? */
+PD_INLINE int pd_listener_addr_ok(struct pd_listener *l, struct pd_pkt *p)
+{
+	if (!l->addr_family)
+		return 1;
+	if (l->addr_family != p->family)
+		return 0;
+	__u32 plen = l->prefix_len;
+	for (int w = 0; w < 4; w++) {
+		if (plen == 0)
+			break;
+		__u32 bits = plen >= 32 ? 32 : plen;
+		__u32 mask = bpf_htonl(bits == 32 ? 0xffffffffu : ~((1u << (32 - bits)) - 1));
+		if ((p->key.daddr[w] & mask) != (l->addr[w] & mask))
+			return 0;
+		plen -= bits;
+	}
+	return 1;
+}
+
+/* ---- bytes of the last allowed head, arriving again ------------------------------------
+ * The server may not have taken the copy that was judged (it can discard a segment for
+ * reasons a gateway cannot see), so another copy is only let through if it is the same. */
+PD_INLINE int pd_overlaps_judged(struct pd_flow *f, __u32 seq, __u32 end)
+{
+	if (!f->judged_len)
+		return 0;
+	__u32 js = f->judged_seq, je = js + f->judged_len;
+	return pd_seq_before(seq, je) && pd_seq_before(js, end);
+}
+
+/* Global functions (verified once, on their own, so their loops do not multiply the
+ * states of the program around them). ctx holds the segment (pd_ctx_init). */
+
+/* The reason (pd_ignored) the server's TCP would discard this data segment, or -1 if it
+ * would take it. f is NULL for a SYN. Leaves the segment's timestamp in ctx->seg_*. */
+__noinline int pd_discard_check(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_flow *f, __u32 ttl)
+{
+	if (!ctx)
+		return PD_IG_CHECKSUM;
+	ctx->seg_has_ts = 0;
+	ctx->seg_tsval = 0;
+	if (ttl <= 1)
+		return PD_IG_TTL;
+	if (!(ctx->tcp_flags & (PD_TCP_ACK | PD_TCP_SYN)))
+		return PD_IG_NO_ACK;
+	__u64 o = pd_tcp_options(skb, ctx, ctx->l4_off, ctx->payload_off);
+	if (o & PD_OPT_BAD)
+		return PD_IG_CHECKSUM; /* options the header length does not hold */
+	if (o & PD_OPT_SIG)
+		return PD_IG_TCP_SIG;
+	__u32 tsval = (__u32)o;
+	if (f && f->has_ts && (o & PD_OPT_TS) && (__s32)(f->ts_recent - tsval) > 1)
+		return PD_IG_PAWS;
+	if (!pd_csum_trusted(skb) && !pd_tcp_csum_ok(skb, ctx))
+		return PD_IG_CHECKSUM;
+	ctx->seg_has_ts = !!(o & PD_OPT_TS);
+	ctx->seg_tsval = tsval;
+	return -1;
+}
+
+/* This segment's copy of f's judged range: PD_SAME (let it pass), PD_DIFFERS (not the
+ * bytes that were judged), PD_NOT_YET (cannot be checked now: dropped, the sender resends).
+ * Uses ctx->head.buf as scratch. */
+#define PD_SAME 0
+#define PD_DIFFERS 1
+#define PD_NOT_YET 2
+__noinline int pd_judged_differs(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_flow *f)
+{
+	if (!ctx || !f)
+		return PD_DIFFERS;
+	__u32 js = f->judged_seq, jl = f->judged_len, je = js + jl;
+	__u32 seq = ctx->seq, seg_end = seq + ctx->payload_len;
+	__u32 from = pd_seq_before(seq, js) ? js : seq;
+	__u32 to = pd_seq_before(je, seg_end) ? je : seg_end;
+	__u32 off = ctx->payload_off + (from - seq);
+	if (jl > PD_HEAD_MAX)
+		return PD_DIFFERS;
+	if (from == js && to == je) {
+		/* the whole head: its digest decides */
+		if (pd_copy_in(skb, off, ctx->head.buf, 0, jl) < 0)
+			return PD_DIFFERS;
+		return pd_digest(ctx->head.buf, jl, f->digest_key) != f->digest ? PD_DIFFERS : PD_SAME;
+	}
+	struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &ctx->key);
+	if (acc && acc->start_seq == js && f->held == PD_HELD_ALL && acc->len >= jl) {
+		/* part of a head whose bytes are held */
+		return pd_compare(skb, off, acc->buf, from - js, to - from) ? PD_DIFFERS : PD_SAME;
+	}
+	/* Part of a head only the digest remembers: a sender resending it in smaller pieces
+	 * (a smaller MSS, or repacketized). Collect the pieces in order from the head's first
+	 * byte; the piece that completes the copy is held to the digest. Until then the pieces
+	 * pass: the server cannot act on part of a head. */
+	if (f->accumulating)
+		return PD_NOT_YET; /* the entry is busy with the next head */
+	if (from == js) {
+		__u32 n = to - from;
+		if (pd_copy_in(skb, off, ctx->head.buf, 0, n) < 0)
+			return PD_DIFFERS;
+		ctx->head.start_seq = js;
+		ctx->head.len = n;
+		if (bpf_map_update_elem(&pd_accum, &ctx->key, &ctx->head, BPF_ANY) < 0)
+			return PD_NOT_YET;
+		f->held = PD_HELD_PREFIX;
+		return PD_SAME;
+	}
+	if (!acc || acc->start_seq != js || f->held != PD_HELD_PREFIX)
+		return PD_NOT_YET;
+	__u32 have = acc->len, have_end = js + have;
+	if (have > jl || pd_seq_before(have_end, from))
+		return PD_NOT_YET; /* a gap before this piece */
+	__u32 held_to = pd_seq_before(to, have_end) ? to : have_end;
+	if (pd_compare(skb, off, acc->buf, from - js, held_to - from))
+		return PD_DIFFERS;
+	if (!pd_seq_before(held_to, to))
+		return PD_SAME; /* nothing new */
+	__u32 add = to - held_to;
+	if (add > jl - have)
+		return PD_DIFFERS;
+	if (pd_copy_in(skb, off + (held_to - from), acc->buf, have, add) < 0)
+		return PD_DIFFERS;
+	acc->len = have + add;
+	if (acc->len < jl)
+		return PD_SAME;
+	if (pd_digest(acc->buf, jl, f->digest_key) != f->digest)
+		return PD_DIFFERS;
+	f->held = PD_HELD_ALL; /* the copy is complete and the same */
+	return PD_SAME;
 }
 
 /* Decide without a head: fail mode for a reason found before any stage ran. */
@@ -288,35 +432,76 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		r = pd_parse_packet(skb, &p);
 	}
 	if (r == PD_P_OTHER || r == PD_P_LATER_FRAG || r == PD_P_SHORT || r == PD_P_BAD)
-		return TC_ACT_OK; /* not a TCP segment we can attribute to a listener */
+		return TC_ACT_OK; /* not a packet we can attribute to a listener */
+	volatile struct pd_config *cfg = &pd_cfg[gen];
+	if (r == PD_P_UDP && !cfg->quic_deny)
+		return TC_ACT_OK;
 
 	struct pd_listener_key lk = { .gen = gen, .port = p.dport };
 	struct pd_listener *l = bpf_map_lookup_elem(&pd_listeners, &lk);
-	if (!l)
+	if (!l || !pd_listener_addr_ok(l, &p))
 		return TC_ACT_OK;
-	if (l->addr_family) {
-		if (l->addr_family != p.family)
+
+	if (r == PD_P_UDP) {
+		/* HTTP/3 to a TLS listener's port would carry its requests past the SNI stage:
+		 * with quic: deny the client falls back to TCP, where the ClientHello is judged. */
+		if (!l->quic_deny)
 			return TC_ACT_OK;
-		__u32 plen = l->prefix_len;
-		for (int w = 0; w < 4; w++) {
-			if (plen == 0)
-				break;
-			__u32 bits = plen >= 32 ? 32 : plen;
-			__u32 mask = bpf_htonl(bits == 32 ? 0xffffffffu : ~((1u << (32 - bits)) - 1));
-			if ((p.key.daddr[w] & mask) != (l->addr[w] & mask))
-				return TC_ACT_OK;
-			plen -= bits;
+		if (!preflight) {
+			pd_count(PD_C_QUIC_DENIED);
+			__u32 g = gen & 1;
+			__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
+			pd_log_flow(&p.key, l->id, tag ? *tag : 0, PD_ACT_DROP, PD_R_NONE, PD_STAGE_ENTRY);
 		}
+		return TC_ACT_SHOT;
 	}
 
 	PD_COUNT(PD_C_PACKETS);
-	volatile struct pd_config *cfg = &pd_cfg[gen];
 	__u8 proto = l->proto;
+
+	if (r == PD_P_FRAGMENT) {
+		/* Never judged on the first fragment alone, never passed as if it had been: the
+		 * fail mode. Later fragments carry no ports; without the first, the server cannot
+		 * reassemble them. */
+		__u32 z = 0;
+		struct pd_ctx *fc = bpf_map_lookup_elem(&pd_scratch, &z);
+		if (!fc)
+			return TC_ACT_SHOT;
+		pd_ctx_init(fc, skb, &p, gen, cfg, proto, l->id, preflight);
+		return pd_fail_inline(fc, PD_R_FRAGMENT);
+	}
 
 	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &p.key);
 
 	/* ---- connection start: insert once, then write in place -------------------- */
 	if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK)) == PD_TCP_SYN) {
+		__u8 has_ts = 0;
+		__u32 tsval = 0;
+		if (p.payload_len) {
+			/* data on the SYN (TCP Fast Open) is a head like any other: only if the
+			 * server would take the segment */
+			__u32 z = 0;
+			struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
+			if (!sc)
+				return TC_ACT_SHOT;
+			pd_ctx_init(sc, skb, &p, gen, cfg, proto, l->id, preflight);
+			int ig = pd_discard_check(skb, sc, 0, p.ttl);
+			if (ig >= 0) {
+				PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
+				return TC_ACT_SHOT;
+			}
+			has_ts = sc->seg_has_ts;
+			tsval = sc->seg_tsval;
+		} else {
+			__u32 z = 0;
+			struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
+			if (!sc)
+				return TC_ACT_SHOT;
+			__u64 o = pd_tcp_options(skb, sc, p.l4_off, p.payload_off);
+			has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD);
+			tsval = (__u32)o;
+		}
+		__u64 dkey = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
 		if (f) {
 			f->next_seq = p.seq + 1;
 			f->state = PD_FS_HEAD;
@@ -327,10 +512,16 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			f->accumulating = 0;
 			f->rule = PD_RULE_NONE;
 			f->requests = 0;
+			f->judged_len = 0;
+			f->held = 0;
+			f->has_ts = has_ts;
+			f->ts_recent = tsval;
+			f->digest_key = dkey;
 		} else {
 			struct pd_flow nf = {
 				.next_seq = p.seq + 1, .state = PD_FS_HEAD, .proto = proto,
 				.gen = gen, .listener = l->id, .rule = PD_RULE_NONE,
+				.has_ts = has_ts, .ts_recent = tsval, .digest_key = dkey,
 			};
 			if (bpf_map_update_elem(&pd_flows, &p.key, &nf, BPF_ANY) < 0)
 				return pd_flow_table_full(&p, l->id, gen, preflight);
@@ -359,10 +550,10 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	}
 
 	/* ---- fast path: the flow entry alone decides --------------------------------- */
-	if (f->state == PD_FS_FINAL) {
+	__u32 seg_end = p.seq + p.payload_len;
+	int again = p.payload_len && !(p.tcp_flags & PD_TCP_RST) && pd_overlaps_judged(f, p.seq, seg_end);
+	if (f->state == PD_FS_FINAL && f->verdict != PD_ACT_ALLOW) {
 		PD_COUNT(PD_C_FAST_PATH);
-		if (f->verdict == PD_ACT_ALLOW)
-			return TC_ACT_OK;
 		/* A refused connection: data or a FIN from the client is answered with a RST so
 		 * the client does not linger; everything else is dropped. */
 		if (f->verdict != PD_ACT_DROP && !(p.tcp_flags & PD_TCP_RST) &&
@@ -379,26 +570,65 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		}
 		return TC_ACT_SHOT;
 	}
-	if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
+	if (f->state == PD_FS_FINAL && !again) {
 		PD_COUNT(PD_C_FAST_PATH);
-		return TC_ACT_OK;
+		return TC_ACT_OK; /* allowed for the rest of the connection */
 	}
-	__u32 seg_end = p.seq + p.payload_len;
-	if (!f->accumulating && pd_seq_before_eq(seg_end, f->next_seq)) {
-		/* body bytes of an allowed request, or a retransmission of judged bytes */
-		PD_COUNT(PD_C_FAST_PATH);
-		return TC_ACT_OK;
+	if (f->state != PD_FS_FINAL) {
+		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
+			PD_COUNT(PD_C_FAST_PATH);
+			return TC_ACT_OK;
+		}
+		if (!f->accumulating && !again && !(p.tcp_flags & PD_TCP_URG) &&
+		    pd_seq_before_eq(seg_end, f->next_seq)) {
+			/* body bytes of an allowed request, or a retransmission of bytes before
+			 * the last judged head */
+			PD_COUNT(PD_C_FAST_PATH);
+			return TC_ACT_OK;
+		}
 	}
 
-	/* ---- slow path: a request head starts or continues in this segment ------------ */
+	/* ---- slow path: a request head starts or continues in this segment, or judged
+	 * bytes arrive again ------------------------------------------------------------ */
 	__u32 zero = 0;
 	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
 	if (!ctx)
 		return TC_ACT_SHOT;
 	pd_ctx_init(ctx, skb, &p, gen, cfg, proto, l->id, preflight);
 	/* re-entered by the verdict stage for the next head of this segment? */
+	int reentered = ctx->reenter;
 	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
 	ctx->reenter = 0;
+
+	if (!reentered) {
+		/* Bytes the server's TCP would throw away are not what it receives: neither
+		 * accumulated nor judged. The sender resends them if they were real. */
+		int ig = pd_discard_check(skb, ctx, f, p.ttl);
+		if (ig >= 0) {
+			PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
+			return TC_ACT_SHOT;
+		}
+		/* An urgent byte is cut out of the stream by the server (unless SO_OOBINLINE):
+		 * the bytes judged would not be the bytes it reads. */
+		if (p.tcp_flags & PD_TCP_URG)
+			return pd_early_fail(skb, ctx, PD_R_URGENT);
+		if (again) {
+			int d = pd_judged_differs(skb, ctx, f);
+			if (d == PD_DIFFERS)
+				return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+			if (d == PD_NOT_YET) {
+				PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+				return TC_ACT_SHOT;
+			}
+		}
+		if (ctx->seg_has_ts && f->has_ts && (__s32)(ctx->seg_tsval - f->ts_recent) > 0)
+			f->ts_recent = ctx->seg_tsval;
+		if (f->state == PD_FS_FINAL ||
+		    (!f->accumulating && pd_seq_before_eq(seg_end, f->next_seq))) {
+			PD_COUNT(PD_C_FAST_PATH);
+			return TC_ACT_OK; /* the judged bytes, unchanged */
+		}
+	}
 
 	if (f->state == PD_FS_CHUNKED)
 		return pd_tail(skb, ctx, PD_STAGE_HTTP); /* the parser walks chunk framing */
@@ -468,8 +698,10 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		}
 		if (pd_copy_acc(ctx, acc) < 0)
 			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		bpf_map_delete_elem(&pd_accum, &p.key);
+		/* the entry stays: if the head is allowed it holds the judged bytes, against
+		 * which a partial retransmission is compared */
 		f->accumulating = 0;
+		ctx->head_held = PD_HELD_ALL;
 		/* offset of the head's first byte relative to this segment (negative: earlier) */
 		ctx->head_off = ctx->head.start_seq - p.seq;
 		ctx->head_len = end;
@@ -500,6 +732,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		if (bpf_map_update_elem(&pd_accum, &p.key, &ctx->head, BPF_ANY) < 0)
 			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
 		f->accumulating = 1;
+		f->held = 0; /* the entry no longer holds the last judged head */
 		PD_COUNT(PD_C_HEAD_PARTIAL);
 		return TC_ACT_OK;
 	}

@@ -89,7 +89,7 @@ static long ext_cb(__u32 i, struct pd_cb *cb)
 			return 1;
 		}
 		__u32 n = rd16(ctx, e->p + 7);
-		if (n == 0 || n + 3 > list) {
+		if (n == 0 || n + 3 != list) { /* exactly one name: RFC 6066 allows one host_name */
 			e->bad = PD_R_TLS_BAD_SNI;
 			return 1;
 		}
@@ -101,12 +101,15 @@ static long ext_cb(__u32 i, struct pd_cb *cb)
 	return 0;
 }
 
-/* server_name -> ctx->host, lower-cased, one trailing dot removed */
+/* server_name -> ctx->host, lower-cased, one trailing dot removed. An IP literal (RFC 6066
+ * does not permit one: its last label is all digits) is not a host name. */
 struct sninorm { /* lives in ctx->work */
 	__u32 off;
 	__u32 n;
 	__u32 out;
 	__u8 bad;
+	__u8 digits;      /* the label being read is all digits so far */
+	__u8 prev_digits; /* the label before it was */
 };
 
 static long sninorm_cb(__u32 k, struct pd_cb *cb)
@@ -119,6 +122,12 @@ static long sninorm_cb(__u32 k, struct pd_cb *cb)
 	if (!pd_is_name_char(c)) {
 		s->bad = 1;
 		return 1;
+	}
+	if (c == '.') {
+		s->prev_digits = s->digits;
+		s->digits = 1;
+	} else if (c < '0' || c > '9') {
+		s->digits = 0;
 	}
 	ctx->host[PD_HOST_IDX(s->out)] = c;
 	s->out++;
@@ -133,13 +142,19 @@ PD_INLINE int normalize_sni(struct pd_ctx *ctx, __u32 off, __u32 n)
 	__builtin_memset(s, 0, sizeof(*s));
 	s->off = off;
 	s->n = n;
+	s->digits = 1;
 	struct pd_cb cb = { .ctx = ctx };
 	bpf_loop(PD_HOST_MAX, sninorm_cb, &cb, 0);
 	__u32 out = s->out;
 	if (s->bad || out == 0 || out >= PD_HOST_MAX)
 		return -1;
-	if (ctx->host[PD_HOST_IDX(out - 1)] == '.')
+	int last_digits = s->digits;
+	if (ctx->host[PD_HOST_IDX(out - 1)] == '.') {
 		out--;
+		last_digits = s->prev_digits;
+	}
+	if (last_digits)
+		return -1; /* an IPv4 literal (or a name no DNS zone can hold) */
 	if (out == 0)
 		return -1;
 	ctx->host_norm_len = out;

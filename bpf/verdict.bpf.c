@@ -5,6 +5,7 @@
  * segment until the daemon has verified a token). Records the outcome in the flow entry. */
 #include "pd_common.h"
 #include "pd_reply.h"
+#include "pd_segment.h"
 
 static const char resp_403[] =
 	"HTTP/1.1 403 Forbidden\r\n"
@@ -148,7 +149,7 @@ int pd_verdict(struct __sk_buff *skb)
 		/* without a parsed head we no longer know where requests begin */
 		lost_boundary = ctx->head_len == 0 || ctx->reason == PD_R_BAD_BODY ||
 				ctx->reason == PD_R_SMUGGLING;
-		if (ctx->fail_open) {
+		if (ctx->fail_open && !pd_reason_evasion(ctx->reason)) {
 			pd_count_ctx(ctx, PD_C_FAIL_OPEN);
 			action = PD_ACT_ALLOW;
 		} else {
@@ -176,6 +177,13 @@ int pd_verdict(struct __sk_buff *skb)
 		f->verdict = PD_ACT_ALLOW;
 		f->gen = ctx->gen;
 		f->rule = ctx->rule;
+		if (ctx->head_len && ctx->head_len <= PD_HEAD_MAX) {
+			/* what was judged, so another copy of these bytes can be held to it */
+			f->judged_seq = ctx->head.start_seq;
+			f->judged_len = (__u16)ctx->head_len;
+			f->held = ctx->head_held;
+			f->digest = pd_digest(ctx->head.buf, ctx->head_len, f->digest_key);
+		}
 		if (lost_boundary || ctx->proto != PD_PROTO_HTTP) {
 			f->state = PD_FS_FINAL; /* nothing more to judge on this connection */
 			return TC_ACT_OK;

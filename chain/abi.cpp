@@ -30,6 +30,18 @@ std::string_view reason_name(unsigned reason) {
     case PD_R_TLS_BAD_SNI: return "bad_server_name";
     case PD_R_JWT_UNVERIFIED: return "jwt_unverified";
     case PD_R_RL_NO_KEY: return "ratelimit_key_missing";
+    case PD_R_URGENT: return "urgent_data";
+  }
+  return "unknown";
+}
+
+std::string_view ignored_name(unsigned ignored) {
+  switch (ignored) {
+    case PD_IG_CHECKSUM: return "bad_checksum";
+    case PD_IG_TTL: return "ttl_expiring";
+    case PD_IG_NO_ACK: return "no_ack";
+    case PD_IG_TCP_SIG: return "tcp_signature_option";
+    case PD_IG_PAWS: return "old_timestamp";
   }
   return "unknown";
 }

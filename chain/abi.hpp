@@ -14,7 +14,9 @@ static_assert(sizeof(pd_listener_key) == 8);
 static_assert(sizeof(pd_listener) == 24);
 static_assert(sizeof(pd_config) == 24);
 static_assert(sizeof(pd_flow_key) == 40);
-static_assert(sizeof(pd_flow) == 40);
+static_assert(sizeof(pd_flow) == 72);
+static_assert(static_cast<int>(PD_C_IGNORED_BASE) + static_cast<int>(PD_IG_MAX) <= static_cast<int>(PD_C_MAX));
+static_assert(PD_R_URGENT < PD_R_MAX);
 static_assert(sizeof(pd_host_key) == 16);
 static_assert(sizeof(pd_host_val) == 16 + PD_PATTERN_MAX / 8 + PD_PATTERN_MAX);
 static_assert(sizeof(pd_route_key) == 24);
@@ -35,6 +37,8 @@ static_assert(sizeof(pd_ctx) <= 32768, "per-CPU values are limited to 32 KiB");
 
 std::string_view reason_name(unsigned reason);
 std::string_view action_name(unsigned action);
+// pd_ignored: why a segment the server would discard was dropped unjudged
+std::string_view ignored_name(unsigned ignored);
 std::string_view stage_name(unsigned stage);
 
 }  // namespace policyd::abi

@@ -65,6 +65,11 @@ Status EntryStage::compile(const config::Policy& policy, uint32_t gen, uint64_t,
     e.key.port = l.port;
     e.val.id = static_cast<uint16_t>(i);
     e.val.proto = l.protocol == config::Protocol::Tls ? PD_PROTO_TLS : PD_PROTO_HTTP;
+    // UDP to a TLS listener's port is QUIC (HTTP/3), which would never meet the SNI stage
+    if (l.protocol == config::Protocol::Tls && l.quic == config::QuicMode::Deny) {
+      e.val.quic_deny = 1;
+      t.config.quic_deny = 1;
+    }
     if (l.address) {
       e.val.addr_family = static_cast<uint8_t>(l.address->family);
       e.val.prefix_len = static_cast<uint8_t>(l.address->prefix_len);

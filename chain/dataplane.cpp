@@ -805,6 +805,7 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   cfg.max_pipeline = t.config.max_pipeline;
   cfg.max_head_bytes = t.config.max_head_bytes;
   cfg.missing_sni = t.config.missing_sni;
+  cfg.quic_deny = t.config.quic_deny;
   cfg.hash_seed = t.config.hash_seed;
   bss_->pd_tables_digest[gen] = tables_digest(t);
   return Ok{};

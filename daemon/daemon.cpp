@@ -501,7 +501,10 @@ metrics::Snapshot Daemon::snapshot() const {
                 .flows_new = at(PD_C_FLOWS_NEW),
                 .fail_open = at(PD_C_FAIL_OPEN),
                 .truncated = at(PD_C_TRUNCATED),
-                .generation_mismatch = at(PD_C_GEN_MISMATCH)};
+                .generation_mismatch = at(PD_C_GEN_MISMATCH),
+                .quic_denied = at(PD_C_QUIC_DENIED)};
+  for (unsigned g = 0; g < PD_IG_MAX; ++g)
+    if (abi::ignored_name(g) != "unknown") s.ignored.emplace_back(abi::ignored_name(g), at(PD_C_IGNORED_BASE + g));
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
     s.verdicts.emplace_back(abi::action_name(a), at(PD_C_VERDICT_BASE + a));
   for (uint32_t st : chain::kLoadedStages)  // the entry program's runs are `packets`
@@ -584,7 +587,8 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   const auto& c = s.counters;
   nlohmann::json counters = {{"packets", c.packets},     {"fast_path", c.fast_path}, {"head_partial", c.head_partial},
                              {"requests", c.requests},   {"flows_new", c.flows_new}, {"fail_open", c.fail_open},
-                             {"truncated", c.truncated}, {"generation_mismatch", c.generation_mismatch}};
+                             {"truncated", c.truncated}, {"generation_mismatch", c.generation_mismatch},
+                             {"quic_denied", c.quic_denied}};
   nlohmann::json limits = nlohmann::json::object();
   for (const auto& l : s.ratelimit.limits) limits[l.name] = {{"allowed", l.allowed}, {"limited", l.limited}};
   nlohmann::json ratelimit = {{"allowed", s.ratelimit.allowed},
@@ -612,6 +616,7 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   r.arguments = {{"counters", counters},
                  {"verdicts", object(s.verdicts)},
                  {"fail_mode", object(s.fail_mode)},
+                 {"ignored", object(s.ignored)},
                  {"stages", object(s.stages)},
                  {"rules", rl},
                  {"flows", flows},

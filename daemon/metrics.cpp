@@ -158,6 +158,11 @@ std::vector<Family> families(const Snapshot& s) {
                        Type::counter);
     f.samples.push_back(Sample{f.name, {}, static_cast<double>(s.chain_ns) / 1e9});
   }
+  b.counter("policyd_quic_denied_total", "UDP datagrams to a TLS listener with quic: deny, dropped", c.quic_denied);
+  b.counters("policyd_ignored_segments_total",
+             "listener segments the server's TCP would discard (bad checksum, TTL expiring here, ...), dropped "
+             "without being judged",
+             "reason", s.ignored);
   b.counters("policyd_fail_mode_total", "requests or connections that could not be judged with certainty, by reason",
              "reason", s.fail_mode);
   {

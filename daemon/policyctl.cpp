@@ -421,6 +421,7 @@ void render_status(const json& a) {
 void render_stats(const json& a) {
   if (a.contains("verdicts")) std::printf("verdicts:   %s\n", pairs(a["verdicts"]).c_str());
   if (a.contains("fail_mode")) std::printf("fail mode:  %s\n", pairs(a["fail_mode"]).c_str());
+  if (a.contains("ignored")) std::printf("ignored:    %s\n", pairs(a["ignored"]).c_str());
   if (a.contains("flows")) std::printf("flows:      %s\n", pairs(a["flows"]).c_str());
   for (const char* group : {"counters", "stages"}) {
     auto it = a.find(group);
@@ -439,7 +440,7 @@ void render_stats(const json& a) {
     }
     print_table(rows, "  ");
   }
-  print_generic(without(a, {"counters", "verdicts", "fail_mode", "stages", "rules", "flows"}));
+  print_generic(without(a, {"counters", "verdicts", "fail_mode", "ignored", "stages", "rules", "flows"}));
 }
 
 void render_apply(const json& a, bool dry_run_requested) {

@@ -8,10 +8,11 @@
 #include <linux/bpf.h> /* struct bpf_spin_lock */
 
 #define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
-#define PD_CTX_VERSION 1
+#define PD_CTX_VERSION 2
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
-#define PD_ABI_VERSION 3 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*) */
+#define PD_ABI_VERSION 4 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
+			  * 4: judged-head digests and TCP timestamps in pd_flow, quic in pd_listener */
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {
@@ -70,6 +71,7 @@ enum pd_reason {
 	PD_R_TLS_BAD_SNI = 23,       /* server_name malformed, repeated, or not a host name */
 	PD_R_JWT_UNVERIFIED = 24,    /* a token the daemon did not verify in time (or no provider table) */
 	PD_R_RL_NO_KEY = 25,         /* a rate limit's key is missing (jwt_sub without a verified token) */
+	PD_R_URGENT = 26,            /* urgent data (URG) in bytes that are judged: the server would cut a byte out */
 	PD_R_MAX = 32,
 };
 
@@ -130,7 +132,20 @@ enum pd_counter {
 	PD_C_EV_SENT,                                  /* decision events written to the ring buffer pd_log */
 	PD_C_EV_SUPPRESSED,                            /* decision events over the per-CPU event rate (not sent) */
 	PD_C_EV_LOST,                                  /* decision events the ring buffer had no room for */
+	PD_C_QUIC_DENIED,                              /* UDP datagrams to a TLS listener with quic: deny */
+	PD_C_IGNORED_BASE,                             /* + pd_ignored: segments the server would discard, dropped unjudged */
 	PD_C_MAX = 128,
+};
+
+/* Why a listener segment was dropped without being judged: the server's TCP would discard
+ * it, so its bytes must not count as what the server receives. */
+enum pd_ignored {
+	PD_IG_CHECKSUM = 0, /* bad TCP checksum (checked unless the kernel already verified it) */
+	PD_IG_TTL = 1,      /* IPv4 TTL / IPv6 hop limit <= 1: expires at this gateway */
+	PD_IG_NO_ACK = 2,   /* data without the ACK flag */
+	PD_IG_TCP_SIG = 3,  /* a TCP MD5 signature (kind 19) or TCP-AO (kind 29) option */
+	PD_IG_PAWS = 4,     /* a timestamp older than the connection's (RFC 7323 PAWS) */
+	PD_IG_MAX = 8,
 };
 
 /* ---- limits ------------------------------------------------------------------------ */
@@ -161,7 +176,8 @@ struct pd_listener {
 	__u8 proto;       /* pd_proto */
 	__u8 addr_family; /* 0: any address; 4 or 6: dst must be in prefix */
 	__u8 prefix_len;
-	__u8 pad[3];
+	__u8 quic_deny;   /* TLS listener with quic: deny — UDP to its port is dropped */
+	__u8 pad[2];
 	__u32 addr[4];    /* network byte order */
 };
 
@@ -174,7 +190,8 @@ struct pd_config {
 	__u8 max_pipeline;    /* heads one segment may have judged within the tail-call budget */
 	__u32 max_head_bytes;
 	__u8 missing_sni;     /* pd_action for a ClientHello without server_name */
-	__u8 pad[3];
+	__u8 quic_deny;       /* some listener has quic_deny: UDP is looked up at all */
+	__u8 pad[2];
 	__u64 hash_seed;      /* seed of the host/path hashes of this generation */
 };
 
@@ -218,6 +235,23 @@ struct pd_flow {
 	__u32 rule;         /* last matched rule, PD_RULE_NONE if none */
 	__u64 requests;     /* heads judged on this flow */
 	__u64 last_ns;      /* bpf_ktime of the last head */
+	/* The last head allowed: later copies of its bytes must be the same bytes (a
+	 * retransmission the server may act on instead of the copy that was judged). */
+	__u32 judged_seq;   /* sequence number of its first byte */
+	__u16 judged_len;   /* its length, 0: none */
+	__u8 held;          /* pd_held: what pd_accum holds of it */
+	__u8 has_ts;        /* the client sends TCP timestamps: ts_recent holds */
+	__u64 digest;       /* pd_digest of its bytes under digest_key */
+	__u64 digest_key;   /* random per connection */
+	__u32 ts_recent;    /* newest TSval seen on a segment that was judged or held */
+	__u32 pad;
+};
+
+/* What the accumulation entry holds of a flow's last judged head. */
+enum pd_held {
+	PD_HELD_NONE = 0,
+	PD_HELD_ALL = 1,    /* all its bytes (it came in several segments, or a resent copy was checked) */
+	PD_HELD_PREFIX = 2, /* the first bytes of a copy being resent in pieces */
 };
 
 /* Partial heads (LRU_HASH keyed by pd_flow_key). */
@@ -513,6 +547,10 @@ struct pd_ctx {
 	__u32 retry_after; /* rate limit: seconds until a token is there (the 429's Retry-After) */
 	__u32 rl_index;    /* rate limit: the limit's index in the generation (counters) */
 	__u64 hash_seed;
+	__u8 head_held;    /* the head came in several segments: pd_accum keeps its bytes */
+	__u8 seg_has_ts;   /* this segment carries a TCP timestamp (pd_discard_check) */
+	__u8 pad_held[2];
+	__u32 seg_tsval;   /* its TSval */
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by
 	 * value (which a state kept on the stack would be). */

@@ -45,18 +45,26 @@ PD_INLINE void pd_fail(struct pd_ctx *ctx, __u8 reason)
 		ctx->reason = reason;
 }
 
+/* Evidence that the gateway is being shown other bytes than the server acts on (judged
+ * bytes arriving changed, urgent data in a head): reset whatever the fail mode says. */
+PD_INLINE int pd_reason_evasion(__u8 reason)
+{
+	return reason == PD_R_INCONSISTENT || reason == PD_R_URGENT;
+}
+
 /* Verdict to use without running the verdict stage (no chain, missed tail call). A caller
  * without a context logs its own event (pd_log_flow). */
 PD_INLINE int pd_fail_inline(struct pd_ctx *ctx, __u8 reason)
 {
+	int open = ctx && ctx->fail_open && !pd_reason_evasion(reason);
 	if (ctx && ctx->preflight)
-		return PD_PREFLIGHT_RET + (ctx->fail_open ? PD_ACT_ALLOW : PD_ACT_DROP);
+		return PD_PREFLIGHT_RET + (open ? PD_ACT_ALLOW : PD_ACT_DROP);
 	pd_count(PD_C_REASON_BASE + reason);
 	if (ctx) {
 		ctx->reason = reason; /* this decision's reason, whatever a stage recorded before */
-		pd_log_ctx(ctx, ctx->fail_open ? PD_ACT_ALLOW : PD_ACT_DROP, 0, ctx->stage);
+		pd_log_ctx(ctx, open ? PD_ACT_ALLOW : PD_ACT_DROP, 0, ctx->stage);
 	}
-	if (ctx && ctx->fail_open) {
+	if (open) {
 		pd_count(PD_C_FAIL_OPEN);
 		return TC_ACT_OK;
 	}

@@ -22,9 +22,10 @@ enum pd_parse_result {
 	PD_P_TCP = 0,       /* a TCP segment, pkt filled */
 	PD_P_OTHER = 1,     /* not TCP over IP: not ours */
 	PD_P_SHORT = 2,     /* headers not in the linear area (pull and retry) */
-	PD_P_FRAGMENT = 3,  /* first fragment of a fragmented TCP datagram; pkt filled */
+	PD_P_FRAGMENT = 3,  /* first fragment of a fragmented TCP datagram; only the ports filled */
 	PD_P_LATER_FRAG = 4,/* non-first fragment: no TCP header to look at */
 	PD_P_BAD = 5,       /* inconsistent lengths */
+	PD_P_UDP = 6,       /* a UDP datagram (or its first fragment): ports filled */
 };
 
 struct pd_pkt {
@@ -38,7 +39,8 @@ struct pd_pkt {
 	__u32 ack;
 	__u32 payload_len;
 	__u16 dport; /* host order */
-	__u16 pad;
+	__u8 ttl;    /* IPv4 TTL / IPv6 hop limit */
+	__u8 pad;
 };
 
 /* TCP flag bits as in byte 13 of the header */
@@ -47,6 +49,24 @@ struct pd_pkt {
 #define PD_TCP_RST 0x04
 #define PD_TCP_PSH 0x08
 #define PD_TCP_ACK 0x10
+#define PD_TCP_URG 0x20
+
+/* The ports of a transport header that may be cut short (a first fragment): 4 bytes. */
+PD_INLINE int pd_parse_ports(struct __sk_buff *skb, struct pd_pkt *p, __u32 l4_off, int result)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (l4_off > 512)
+		return PD_P_BAD;
+	__be16 *ports = data + l4_off;
+	if ((void *)(ports + 2) > data_end)
+		return PD_P_SHORT;
+	p->l4_off = l4_off;
+	p->key.sport = ports[0];
+	p->key.dport = ports[1];
+	p->dport = bpf_ntohs(ports[1]);
+	return result;
+}
 
 PD_INLINE int pd_parse_tcp(struct __sk_buff *skb, struct pd_pkt *p, __u32 l4_off, __u32 l4_len)
 {
@@ -98,7 +118,7 @@ PD_INLINE int pd_parse_packet(struct __sk_buff *skb, struct pd_pkt *p)
 		struct iphdr *iph = data + off;
 		if ((void *)(iph + 1) > data_end)
 			return PD_P_SHORT;
-		if (iph->protocol != IPPROTO_TCP)
+		if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
 			return PD_P_OTHER;
 		__u32 ihl = (__u32)iph->ihl * 4;
 		__u32 tot = bpf_ntohs(iph->tot_len);
@@ -110,13 +130,17 @@ PD_INLINE int pd_parse_packet(struct __sk_buff *skb, struct pd_pkt *p)
 		p->key.family = 4;
 		p->key.saddr[0] = iph->saddr;
 		p->key.daddr[0] = iph->daddr;
+		p->ttl = iph->ttl;
 		__u16 frag = bpf_ntohs(iph->frag_off);
 		if (frag & 0x1fff)
 			return PD_P_LATER_FRAG;
-		int r = pd_parse_tcp(skb, p, off + ihl, tot - ihl);
-		if (r == PD_P_TCP && (frag & 0x2000))
-			return PD_P_FRAGMENT;
-		return r;
+		if (iph->protocol == IPPROTO_UDP)
+			return pd_parse_ports(skb, p, off + ihl, PD_P_UDP);
+		/* A first fragment is never parsed further: its TCP header may be cut short, and
+		 * what follows it is judged by no one. The ports say whether it is ours. */
+		if (frag & 0x2000)
+			return pd_parse_ports(skb, p, off + ihl, PD_P_FRAGMENT);
+		return pd_parse_tcp(skb, p, off + ihl, tot - ihl);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = data + off;
@@ -131,12 +155,13 @@ PD_INLINE int pd_parse_packet(struct __sk_buff *skb, struct pd_pkt *p)
 		p->key.family = 6;
 		__builtin_memcpy(p->key.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->key.daddr, &ip6->daddr, 16);
+		p->ttl = ip6->hop_limit;
 		__u8 nh = ip6->nexthdr;
 		__u32 l4 = off + sizeof(*ip6);
 		__u32 ext = 0;
 		int first_frag = 0;
 		for (int i = 0; i < PD_IPV6_EXT_MAX; i++) {
-			if (nh == IPPROTO_TCP)
+			if (nh == IPPROTO_TCP || nh == IPPROTO_UDP)
 				break;
 			__u8 *eh = data + l4;
 			if ((void *)(eh + 8) > data_end)
@@ -159,14 +184,15 @@ PD_INLINE int pd_parse_packet(struct __sk_buff *skb, struct pd_pkt *p)
 			l4 += hlen;
 			ext += hlen;
 		}
-		if (nh != IPPROTO_TCP)
+		if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
 			return PD_P_OTHER;
 		if (ext > plen)
 			return PD_P_BAD;
-		int r = pd_parse_tcp(skb, p, l4, plen - ext);
-		if (r == PD_P_TCP && first_frag)
-			return PD_P_FRAGMENT;
-		return r;
+		if (nh == IPPROTO_UDP)
+			return pd_parse_ports(skb, p, l4, PD_P_UDP);
+		if (first_frag)
+			return pd_parse_ports(skb, p, l4, PD_P_FRAGMENT);
+		return pd_parse_tcp(skb, p, l4, plen - ext);
 	}
 	return PD_P_OTHER;
 }

@@ -111,12 +111,14 @@ Outcome Conn::send(const std::string& data) {
   return fx_.run(p);
 }
 
-Outcome Conn::send_at(uint32_t rel_seq, const std::string& data) {
+Packet Conn::at(uint32_t rel_seq, const std::string& data) const {
   Packet p = base();
   p.seq = isn_ + 1 + rel_seq;
   p.payload = data;
-  return fx_.run(p);
+  return p;
 }
+
+Outcome Conn::send_at(uint32_t rel_seq, const std::string& data) { return fx_.run(at(rel_seq, data)); }
 
 Outcome Conn::fin() {
   Packet p = base();

@@ -49,6 +49,9 @@ class Conn {
   Outcome send_at(uint32_t rel_seq, const std::string& data);  // relative to the first data byte
   Outcome fin();
   Packet base() const;
+  // The segment send_at() would send, to change before Fixture::run().
+  Packet at(uint32_t rel_seq, const std::string& data) const;
+  void set_isn(uint32_t isn) { isn_ = isn; next_ = isn + 1; }  // before syn()
   uint32_t next_rel() const { return next_ - isn_ - 1; }
   // Another client address (before syn()): "" keeps the default of the family.
   void set_src(std::string src) { src_ = std::move(src); }

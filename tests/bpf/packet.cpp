@@ -47,13 +47,16 @@ std::vector<uint8_t> Packet::build() const {
   f.push_back(family == 4 ? 0x00 : 0xdd);
   size_t l3 = f.size();
   auto sa = addr_bytes(family, src), da = addr_bytes(family, dst);
-  size_t l4_len = (proto == 6 ? 20 : 8) + payload.size();
+  std::string opts = tcp_options;
+  while (opts.size() % 4) opts.push_back('\x01');
+  const size_t l4_hdr = proto == 6 ? 20 + opts.size() : 8;
+  size_t l4_len = l4_hdr + payload.size();
   if (family == 4) {
     f.resize(l3 + 20);
     f[l3] = 0x45;
     put16(f, l3 + 2, static_cast<uint16_t>(20 + l4_len));
     put16(f, l3 + 6, more_fragments ? 0x2000 : 0x4000);
-    f[l3 + 8] = 64;
+    f[l3 + 8] = ttl;
     f[l3 + 9] = proto;
     std::memcpy(&f[l3 + 12], sa.data(), 4);
     std::memcpy(&f[l3 + 16], da.data(), 4);
@@ -63,20 +66,22 @@ std::vector<uint8_t> Packet::build() const {
     f[l3] = 0x60;
     put16(f, l3 + 4, static_cast<uint16_t>(l4_len));
     f[l3 + 6] = proto;
-    f[l3 + 7] = 64;
+    f[l3 + 7] = ttl;
     std::memcpy(&f[l3 + 8], sa.data(), 16);
     std::memcpy(&f[l3 + 24], da.data(), 16);
   }
   size_t l4 = f.size();
   if (proto == 6) {
-    f.resize(l4 + 20);
+    f.resize(l4 + l4_hdr);
     put16(f, l4, sport);
     put16(f, l4 + 2, dport);
     put32(f, l4 + 4, seq);
     put32(f, l4 + 8, ack);
-    f[l4 + 12] = 0x50;
+    f[l4 + 12] = static_cast<uint8_t>((l4_hdr / 4) << 4);
     f[l4 + 13] = flags;
     put16(f, l4 + 14, 65535);
+    put16(f, l4 + 18, urgent);
+    std::memcpy(&f[l4 + 20], opts.data(), opts.size());
   } else {
     f.resize(l4 + 8);
     put16(f, l4, sport);
@@ -88,7 +93,7 @@ std::vector<uint8_t> Packet::build() const {
   s = sum16(da.data(), da.size(), s);
   s += proto + static_cast<uint32_t>(l4_len);
   s = sum16(&f[l4], l4_len, s);
-  put16(f, l4 + (proto == 6 ? 16 : 6), static_cast<uint16_t>(~fold(s)));
+  put16(f, l4 + (proto == 6 ? 16 : 6), static_cast<uint16_t>(~fold(s) + (bad_checksum ? 1 : 0)));
   return f;
 }
 

@@ -15,7 +15,7 @@
 
 namespace policyd::test {
 
-inline constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kPsh = 0x08, kAck = 0x10;
+inline constexpr uint8_t kFin = 0x01, kSyn = 0x02, kRst = 0x04, kPsh = 0x08, kAck = 0x10, kUrg = 0x20;
 
 struct Packet {
   int family = 4;
@@ -26,6 +26,10 @@ struct Packet {
   uint8_t flags = kAck | kPsh;
   uint8_t proto = 6;  // 6 TCP, 17 UDP
   bool more_fragments = false;
+  uint8_t ttl = 64;             // IPv4 TTL / IPv6 hop limit
+  std::string tcp_options;      // raw option bytes (padded with NOPs to a multiple of 4)
+  uint16_t urgent = 0;          // urgent pointer (with kUrg in flags)
+  bool bad_checksum = false;    // the TCP/UDP checksum off by one
   std::string payload;
 
   std::vector<uint8_t> build() const;

@@ -25,6 +25,10 @@ Shape:
                            equal size
   --record-cut-in-sni      two records, the boundary in the middle of the name
   --seed S                 seed of the random, session id, key shares, GREASE values
+  --sni-extra NAME         a second host_name entry, NAME, in the same server_name list
+                           (RFC 6066 allows one name per type)
+  --sni-twice NAME         a second server_name extension, holding NAME, right after the
+                           first (RFC 8446 forbids repeated extensions)
 
 Malformations (each makes the ClientHello invalid in one way):
   --bad-record-length      the first record ends after the random; the byte after it
@@ -128,17 +132,21 @@ class Extension:
         return u16(self.type) + vec16(self.data)
 
 
-def server_name_ext(name, bad_length):
+def server_name_ext(name, bad_length, extra=None):
     host = name.encode("ascii")
     name_len = len(host) + (16 if bad_length else 0)
     entry = u8(0) + u16(name_len) + host
+    if extra is not None:
+        entry += u8(0) + vec16(extra.encode("ascii"))
     return Extension(EXT_SERVER_NAME, vec16(entry), "server_name")
 
 
 def build_extensions(args, rng, grease):
     exts = [Extension(grease[0], b"", "grease")]
     if args.sni is not None:
-        exts.append(server_name_ext(args.sni, args.bad_sni_length))
+        exts.append(server_name_ext(args.sni, args.bad_sni_length, args.sni_extra))
+        if args.sni_twice is not None:
+            exts.append(server_name_ext(args.sni_twice, False))
     exts.append(Extension(EXT_EXTENDED_MASTER_SECRET, b"", "extended_master_secret"))
     exts.append(Extension(EXT_RENEGOTIATION_INFO, b"\x00", "renegotiation_info"))
     groups = [grease[2]]
@@ -208,7 +216,7 @@ def build_hello(args):
     sni_at = None
     ext_at = None
     for e in final:
-        if e.type == EXT_SERVER_NAME:
+        if e.type == EXT_SERVER_NAME and ext_at is None:
             ext_at = 4 + len(fixed) + 2 + len(ext_bytes)
             sni_at = ext_at + 4 + 2 + 1 + 2
         ext_bytes += e.encode()
@@ -294,6 +302,8 @@ def main():
     ap.add_argument("--records", type=int, default=1)
     ap.add_argument("--record-cut-in-sni", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sni-extra")
+    ap.add_argument("--sni-twice")
     for flag in ("--bad-record-length", "--huge-record-length", "--bad-record-type",
                  "--bad-handshake-type", "--bad-handshake-length", "--bad-extensions-length",
                  "--truncate-extensions", "--bad-sni-length", "--not-tls"):
@@ -312,6 +322,9 @@ def main():
             usage_error("--sni must be ASCII (pass the A-label)")
         if len(args.sni) > 255:
             usage_error("--sni is longer than 255 bytes")
+    for extra in (args.sni_extra, args.sni_twice):
+        if extra is not None and (args.sni is None or len(extra) > 255 or not extra.isascii()):
+            usage_error("--sni-extra/--sni-twice need --sni and an ASCII name")
     if not 1 <= args.records <= 64:
         usage_error("--records must be 1..64")
     if not 0 <= args.key_share_bytes <= 8192 or not 0 <= args.pad_to <= 16000:

@@ -1,0 +1,218 @@
+// Below L7 (issue 9), packet by packet through the real programs: segments the server would
+// discard are dropped unjudged, judged bytes that come again must be the same, urgent data and
+// IP fragments are never judged, QUIC to a TLS listener is dropped. The live counterparts, with
+// nginx's access log as the judge, are tests/e2e/test_evasion.cpp.
+#include <catch2/catch.hpp>
+
+#include "fixture.hpp"
+
+using namespace policyd::test;
+
+namespace {
+
+const std::string kRoutes = R"(chain: [host, path]
+default_action: deny
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/ok/" }
+        action: allow
+)";
+const std::string kPolicy = policy_with(kRoutes);
+const std::string kOpenPolicy = policy_with(kRoutes + "fail_mode: open\n");
+
+std::string get(const std::string& path) { return "GET " + path + " HTTP/1.1\r\nHost: app.example.com\r\n\r\n"; }
+const std::string kAllowed = get("/ok/aaaaa");
+const std::string kRefused = get("/admin/ab");  // same length as kAllowed
+const std::string kHostsAll = "hosts:\n  - match: \"*\"\n    routes:\n      - path: { prefix: \"/\" }\n        action: allow\n";
+
+uint64_t ignored(const Outcome& o, unsigned why) { return o.counter(PD_C_IGNORED_BASE + why); }
+
+}  // namespace
+
+TEST_CASE("segments the server would discard are dropped unjudged", "[evasion]") {
+  REQUIRE(kAllowed.size() == kRefused.size());
+  Fixture fx(kPolicy);
+  struct Case {
+    const char* what;
+    unsigned why;
+    void (*spoil)(Packet&);
+  };
+  const Case cases[] = {
+      {"bad TCP checksum", PD_IG_CHECKSUM, [](Packet& p) { p.bad_checksum = true; }},
+      {"TTL 1", PD_IG_TTL, [](Packet& p) { p.ttl = 1; }},
+      {"TTL 0", PD_IG_TTL, [](Packet& p) { p.ttl = 0; }},
+      {"no ACK flag", PD_IG_NO_ACK, [](Packet& p) { p.flags = kPsh; }},
+      {"MD5 option", PD_IG_TCP_SIG, [](Packet& p) { p.tcp_options = std::string("\x13\x12", 2) + std::string(16, 'm'); }},
+      {"TCP-AO option", PD_IG_TCP_SIG, [](Packet& p) { p.tcp_options = std::string("\x1d\x08", 2) + std::string(6, 'a'); }},
+  };
+  for (const int family : {4, 6}) {
+    for (const auto& c : cases) {
+      INFO(c.what << ", IPv" << family);
+      Conn conn(fx, family);
+      REQUIRE(conn.syn().passed_unchanged());
+      // the allowed head in a segment the server drops: not judged, not passed
+      Packet bad = conn.at(0, kAllowed);
+      c.spoil(bad);
+      auto o = fx.run(bad);
+      CHECK(o.dropped());
+      CHECK(ignored(o, c.why) == 1);
+      CHECK(o.counter(PD_C_REQUESTS) == 0);
+      // the refused head at the same place, valid: judged and refused
+      auto r = conn.send_at(0, kRefused);
+      CHECK(r.refused());
+      CHECK(r.verdict(PD_ACT_DENY) == 1);
+    }
+  }
+}
+
+TEST_CASE("a timestamp older than the connection's is dropped (PAWS)", "[evasion]") {
+  Fixture fx(kPolicy);
+  auto ts = [](uint32_t v) {
+    std::string o("\x01\x01\x08\x0a", 4);
+    for (int i = 3; i >= 0; --i) o.push_back(static_cast<char>(v >> (8 * i)));
+    return o + std::string(4, '\0');
+  };
+  Conn conn(fx);
+  Packet syn = conn.base();
+  syn.flags = kSyn;
+  syn.seq = 100000;
+  syn.ack = 0;
+  syn.tcp_options = ts(5000);
+  REQUIRE(fx.run(syn).passed_unchanged());
+  Packet old = conn.at(0, kAllowed);
+  old.tcp_options = ts(1000);
+  auto o = fx.run(old);
+  CHECK(o.dropped());
+  CHECK(ignored(o, PD_IG_PAWS) == 1);
+  Packet now = conn.at(0, kRefused);
+  now.tcp_options = ts(5001);
+  CHECK(fx.run(now).refused());
+}
+
+TEST_CASE("judged bytes that arrive again must be the same bytes", "[evasion]") {
+  for (const bool open : {false, true}) {
+    INFO((open ? "fail_mode open" : "fail_mode closed"));
+    Fixture fx(open ? kOpenPolicy : kPolicy);
+    SECTION("a one-segment head: the same copy passes, another resets") {
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.send(kAllowed).passed_unchanged());
+      CHECK(conn.send_at(0, kAllowed).passed_unchanged());
+      auto r = conn.send_at(0, kRefused);
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION("resent in pieces from its first byte: checked when complete") {
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.send(kAllowed).passed_unchanged());
+      // the same bytes in two pieces
+      CHECK(conn.send_at(0, kAllowed.substr(0, 10)).passed_unchanged());
+      CHECK(conn.send_at(10, kAllowed.substr(10)).passed_unchanged());
+      // now held: a piece from the middle is compared byte by byte
+      CHECK(conn.send_at(4, kAllowed.substr(4, 8)).passed_unchanged());
+      auto r = conn.send_at(4, kRefused.substr(4, 8));
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION("different bytes in pieces: the completing piece resets") {
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.send(kAllowed).passed_unchanged());
+      CHECK(conn.send_at(0, kRefused.substr(0, 10)).passed_unchanged());  // part of a head: cannot be acted on
+      auto r = conn.send_at(10, kRefused.substr(10));
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION("a piece from the middle of a one-segment head cannot be checked: dropped") {
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.send(kAllowed).passed_unchanged());
+      auto o = conn.send_at(4, kRefused.substr(4, 8));
+      CHECK(o.dropped());
+      CHECK(o.reason(PD_R_INCONSISTENT) == 0);
+    }
+    SECTION("a head that came in two segments: its bytes are held") {
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.send(kAllowed.substr(0, 12)).passed_unchanged());
+      REQUIRE(conn.send(kAllowed.substr(12)).passed_unchanged());
+      CHECK(conn.send_at(6, kAllowed.substr(6, 10)).passed_unchanged());
+      auto r = conn.send_at(6, kRefused.substr(6, 10));
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+  }
+}
+
+TEST_CASE("urgent data in a connection being judged resets it", "[evasion]") {
+  for (const bool open : {false, true}) {
+    INFO((open ? "fail_mode open" : "fail_mode closed"));
+    Fixture fx(open ? kOpenPolicy : kPolicy);
+    Conn conn(fx);
+    REQUIRE(conn.syn().passed_unchanged());
+    Packet p = conn.at(0, get("/ok/aXdmin"));
+    p.flags = kAck | kPsh | kUrg;
+    p.urgent = 7;
+    auto r = fx.run(p);
+    CHECK(r.refused());
+    CHECK(r.reason(PD_R_URGENT) == 1);
+    CHECK(r.verdict(PD_ACT_ALLOW) == 0);
+  }
+}
+
+TEST_CASE("IP fragments of listener traffic get the fail mode", "[evasion]") {
+  for (const bool open : {false, true}) {
+    INFO((open ? "fail_mode open" : "fail_mode closed"));
+    Fixture fx(open ? kOpenPolicy : kPolicy);
+    Conn conn(fx);
+    REQUIRE(conn.syn().passed_unchanged());
+    Packet first = conn.at(0, kAllowed);
+    first.more_fragments = true;
+    auto o = fx.run(first);
+    CHECK(o.reason(PD_R_FRAGMENT) == 1);
+    CHECK(o.counter(PD_C_REQUESTS) == 0);  // never judged
+    if (open)
+      CHECK(o.passed_unchanged());
+    else
+      CHECK(o.dropped());
+  }
+}
+
+TEST_CASE("a head across the 2^32 sequence wrap is judged", "[evasion]") {
+  Fixture fx(kPolicy);
+  for (const auto& [head, allowed] : {std::pair{kAllowed, true}, std::pair{kRefused, false}}) {
+    Conn conn(fx);
+    conn.set_isn(0xfffffff0u);  // data starts at 2^32 - 15
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.send(head.substr(0, 20)).passed_unchanged());  // accumulated across the wrap
+    auto r = conn.send(head.substr(20));
+    if (allowed)
+      CHECK(r.passed_unchanged());
+    else
+      CHECK(r.refused());
+  }
+}
+
+TEST_CASE("QUIC to a TLS listener: dropped with quic: deny, passed with allow", "[evasion][quic]") {
+  for (const bool deny : {true, false}) {
+    INFO((deny ? "quic: deny" : "quic: allow"));
+    Fixture fx(policy_with(std::string("chain: [sni, host, path]\ndefault_action: deny\nsni:\n  - match: \"*\"\n"
+                                       "    action: allow\n") + kHostsAll,
+                           std::string("  - name: tls\n    port: 443\n    protocol: tls\n    quic: ") +
+                               (deny ? "deny" : "allow") + "\n"));
+    Packet u;
+    u.proto = 17;
+    u.dport = 443;
+    u.payload = std::string(1200, '\xc3');
+    auto o = fx.run(u);
+    CHECK(o.counter(PD_C_QUIC_DENIED) == (deny ? 1u : 0u));
+    if (deny)
+      CHECK(o.dropped());
+    else
+      CHECK(o.passed_unchanged());
+    u.dport = 4433;  // not a listener
+    CHECK(fx.run(u).passed_unchanged());
+  }
+}
