@@ -28,16 +28,25 @@ r = json.load(open(os.path.join(out, "results.json")))
 need(r["micro"] and len(r["micro"]["cases"]) > 0, "no micro cases")
 checks = r["checks"]
 need(len(checks) > 0 and all(c["ok"] for c in checks), "a correctness check failed")
-for c in ("direct", "policyd", "haproxy"):
+contenders = ("direct", "empty", "policyd", "haproxy")
+for c in contenders:
     need(any(ch["contender"] == c for ch in checks), f"no checks for {c}")
+# the contenders that enforce nothing let every check through
+for c in ("direct", "empty"):
+    need(all(ch["got"] == 200 for ch in checks if ch["contender"] == c), f"{c} refused a check")
 # the enforcing contenders really refused: 403, 401 and 429 each seen from both
 for c in ("policyd", "haproxy"):
     for code in (403, 401, 429):
         need(any(ch["contender"] == c and ch["got"] == code for ch in checks), f"{c} never answered {code}")
 runs = r["macro"]["runs"]
-need(len(runs) == 3 * 2 * 3, f"{len(runs)} timed runs, expected 18")
+n = 3 * 2 * len(contenders)   # workloads x modes x contenders, one round
+need(len(runs) == n, f"{len(runs)} timed runs, expected {n}")
+for c in contenders:
+    need(sum(run["contender"] == c for run in runs) == 6, f"not 6 timed runs of {c}")
 need(all(run["requests"] > 0 and run["errors"]["status"] == 0 for run in runs), "a run had no or non-2xx responses")
-need(len(r["macro"]["summary"]) == 18, "summary incomplete")
+need(len(r["macro"]["summary"]) == n, "summary incomplete")
+need(len(r["macro"].get("cost_split", [])) == 6, "no split of policyd's cost (hook, chain) for every workload and mode")
+need("### Where policyd's cost goes" in report, "report.md has no section on where policyd's cost goes")
 # hot swap and scale (tests/bench/bench_hotswap, bench_scale): their sections, no failed request
 titles = [sec["title"] for sec in r.get("sections", [])]
 for t in ("Hot swap", "Scale: cost per packet", "Scale: policyd"):
