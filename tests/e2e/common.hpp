@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "harness.hpp"
 
@@ -111,6 +112,15 @@ inline ExecResult ctl(const Daemon& d, std::vector<std::string> args, Millis tim
   std::vector<std::string> argv{POLICYCTL_BIN, "--socket", d.socket_path()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, timeout);
+}
+
+// `policyctl -o json COMMAND` (status, stats, ...), which must succeed: its answer's arguments.
+inline nlohmann::json ctl_json(const Daemon& d, const std::string& command) {
+  auto r = ctl(d, {"-o", "json", command});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  return j.contains("arguments") ? j["arguments"] : j;
 }
 
 // Everything a test needs, declared in the order that tears it down correctly.

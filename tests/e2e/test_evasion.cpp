@@ -229,13 +229,7 @@ void check_served_once(const Backend& nginx, std::string_view target) {
 
 // --- policyctl stats ------------------------------------------------------------------
 
-json stats(const Daemon& d) {
-  auto r = ctl(d, {"-o", "json", "stats"});
-  INFO(r.out << r.err);
-  REQUIRE(r.exit_code == 0);
-  auto j = json::parse(r.out);
-  return j.contains("arguments") ? j["arguments"] : j;
-}
+json stats(const Daemon& d) { return ctl_json(d, "stats"); }
 std::uint64_t fail_count(const json& s, const std::string& reason) {
   const auto& f = s.at("fail_mode");
   return f.contains(reason) ? f.at(reason).get<std::uint64_t>() : 0;

@@ -59,12 +59,7 @@ std::vector<json> events_for(const Daemon& d, const std::string& path, size_t wa
   return events_where(d, [&](const json& e) { return e["path"] == path; }, want);
 }
 
-json stats(const Daemon& d) {
-  auto r = ctl(d, {"-o", "json", "stats"});
-  INFO(r.out << r.err);
-  REQUIRE(r.exit_code == 0);
-  return json::parse(r.out);
-}
+json stats(const Daemon& d) { return ctl_json(d, "stats"); }
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path);

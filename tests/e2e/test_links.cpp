@@ -22,13 +22,7 @@ namespace {
 constexpr const char* kLinkGw = "203.0.113.1/24";
 constexpr const char* kLinkClient = "203.0.113.2/24";
 
-json status(const Daemon& d) {
-  auto r = ctl(d, {"-o", "json", "status"});
-  INFO(r.out << r.err);
-  REQUIRE(r.exit_code == 0);
-  auto j = json::parse(r.out);
-  return j.contains("arguments") ? j["arguments"] : j;
-}
+json status(const Daemon& d) { return ctl_json(d, "status"); }
 
 // The TC filters on an interface's ingress in the gateway, as `tc` prints them.
 std::string ingress_filters(const Topology& topo, const std::string& ifname) {
