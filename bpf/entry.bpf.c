@@ -158,9 +158,11 @@ PD_INLINE int pd_copy_in(struct __sk_buff *skb, __u32 off, __u8 *buf, __u32 pos,
 	return len == 0 ? 0 : -1;
 }
 
-/* Compare len payload bytes at skb offset off with buf[pos..]: 0 if equal. */
+/* Compare len payload bytes at skb offset off with buf[pos..]: 0 if equal. The segment's
+ * bytes are loaded 64 at a time into ctx->work (a map value: no stack for them). */
 struct pd_cmp {
 	struct __sk_buff *skb;
+	struct pd_ctx *ctx;
 	__u8 *buf;
 	__u32 off;
 	__u32 pos;
@@ -170,14 +172,14 @@ struct pd_cmp {
 
 static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
 {
-	__u8 tmp[64];
-	__u32 done = i * sizeof(tmp);
-	int n = pd_load_chunk(c->skb, c->off, c->len, i, tmp, sizeof(tmp));
+	__u8 *tmp = (__u8 *)c->ctx->work;
+	__u32 done = i * 64;
+	int n = pd_load_chunk(c->skb, c->off, c->len, i, tmp, 64);
 	if (n <= 0) {
 		c->diff = n < 0;
 		return 1;
 	}
-	for (__u32 j = 0; j < sizeof(tmp); j++) {
+	for (__u32 j = 0; j < 64; j++) {
 		if (j >= (__u32)n)
 			break;
 		if (tmp[j] != c->buf[PD_HEAD_IDX(c->pos + done + j)]) {
@@ -188,9 +190,10 @@ static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
 	return 0;
 }
 
-PD_INLINE int pd_compare(struct __sk_buff *skb, __u32 off, __u8 *buf, __u32 pos, __u32 len)
+PD_INLINE int pd_compare(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 off, __u8 *buf, __u32 pos, __u32 len)
 {
-	struct pd_cmp c = { .skb = skb, .buf = buf, .off = off, .pos = pos, .len = len, .diff = 0 };
+	_Static_assert(sizeof(ctx->work) >= 64, "work too small");
+	struct pd_cmp c = { .skb = skb, .ctx = ctx, .buf = buf, .off = off, .pos = pos, .len = len, .diff = 0 };
 	if (len == 0)
 		return 0;
 	if (len > PD_HEAD_MAX)
@@ -287,16 +290,10 @@ PD_INLINE int pd_listener_addr_ok(struct pd_listener *l, struct pd_pkt *p)
 	return 1;
 }
 
-/* ---- bytes of the last allowed head, arriving again ------------------------------------
+/* ---- bytes of an allowed head, arriving again ------------------------------------------
  * The server may not have taken the copy that was judged (it can discard a segment for
- * reasons a gateway cannot see), so another copy is only let through if it is the same. */
-PD_INLINE int pd_overlaps_judged(struct pd_flow *f, __u32 seq, __u32 end)
-{
-	if (!f->judged_len)
-		return 0;
-	__u32 js = f->judged_seq, je = js + f->judged_len;
-	return pd_seq_before(seq, je) && pd_seq_before(js, end);
-}
+ * reasons a gateway cannot see), so another copy is only let through if it is the same.
+ * pd_overlaps_judged (pd_segment.h) sends such segments here. */
 
 /* Global functions (verified once, on their own, so their loops do not multiply the
  * states of the program around them). ctx holds the segment (pd_ctx_init). */
@@ -313,6 +310,16 @@ __noinline int pd_discard_check(struct __sk_buff *skb, struct pd_ctx *ctx, struc
 		return PD_IG_TTL;
 	if (!(ctx->tcp_flags & (PD_TCP_ACK | PD_TCP_SYN)))
 		return PD_IG_NO_ACK;
+	/* a SYN-ACK from the client's side (a SYN alone starts a connection: handled before) */
+	if (f && (ctx->tcp_flags & (PD_TCP_SYN | PD_TCP_ACK)) == (PD_TCP_SYN | PD_TCP_ACK))
+		return PD_IG_SYN; /* answered with a challenge ACK, its data dropped */
+	if (f && f->srv == PD_SRV_SEEN) {
+		/* what the server's packets have said (pd_egress) */
+		if ((ctx->tcp_flags & PD_TCP_ACK) && pd_seq_before(f->srv_nxt, ctx->ack))
+			return PD_IG_ACK_UNSENT;
+		if (!pd_seq_before(ctx->seq, f->srv_edge))
+			return PD_IG_WINDOW;
+	}
 	__u64 o = pd_tcp_options(skb, ctx, ctx->l4_off, ctx->payload_off);
 	if (o & PD_OPT_BAD)
 		return PD_IG_CHECKSUM; /* options the header length does not hold */
@@ -328,18 +335,55 @@ __noinline int pd_discard_check(struct __sk_buff *skb, struct pd_ctx *ctx, struc
 	return -1;
 }
 
-/* This segment's copy of f's judged range: PD_SAME (let it pass), PD_DIFFERS (not the
- * bytes that were judged), PD_NOT_YET (cannot be checked now: dropped, the sender resends).
- * Uses ctx->head.buf as scratch. */
+/* How a copy of judged bytes compares with what was judged. */
 #define PD_SAME 0
 #define PD_DIFFERS 1
 #define PD_NOT_YET 2
+#define PD_UNCHECKED 3 /* bytes of a judged head that can no longer be checked: the fail mode */
+
+/* This segment's copy of earlier heads the server does not have yet (older[]): a whole
+ * copy is held to its digest; a piece of one cannot be checked (only the last head's bytes
+ * are held), nor can bytes where a head older[] no longer holds may be. */
+__noinline int pd_older_differs(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_flow *f)
+{
+	if (!ctx || !f)
+		return PD_DIFFERS;
+	__u32 seq = ctx->seq, seg_end = seq + ctx->payload_len;
+	for (int i = 0; i < PD_OLDER_HEADS; i++) {
+		struct pd_judged *o = &f->older[i];
+		__u32 ol = o->len, os = o->seq, oe = os + ol;
+		if (!ol || ol > PD_HEAD_MAX || !pd_seq_before(os, seg_end) || !pd_seq_before(seq, oe))
+			continue;
+		if (pd_seq_before(os, seq) || pd_seq_before(seg_end, oe)) {
+			/* a piece: no harm if the server has every byte of it already */
+			if (pd_srv_has(f, pd_seq_before(seg_end, oe) ? seg_end : oe))
+				continue;
+			return PD_UNCHECKED;
+		}
+		if (pd_copy_in(skb, ctx->payload_off + (os - seq), ctx->head.buf, 0, ol) < 0)
+			return PD_DIFFERS;
+		if (pd_digest(ctx->head.buf, ol, f->digest_key) != o->digest)
+			return PD_DIFFERS;
+	}
+	/* bytes the server does not have yet, where a head older[] no longer holds may be */
+	__u32 eff = pd_check_from(f, seq);
+	if (f->unchecked && pd_seq_before(eff, seg_end) && pd_seq_before(eff, f->unchecked_end) &&
+	    !pd_srv_has(f, f->unchecked_end))
+		return PD_UNCHECKED;
+	return PD_SAME;
+}
+
+/* This segment's copy of f's last judged head: PD_SAME (let it pass), PD_DIFFERS (not the
+ * bytes that were judged), PD_NOT_YET (cannot be checked now: dropped, the sender resends).
+ * Uses ctx->head.buf as scratch. */
 __noinline int pd_judged_differs(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_flow *f)
 {
 	if (!ctx || !f)
 		return PD_DIFFERS;
-	__u32 js = f->judged_seq, jl = f->judged_len, je = js + jl;
 	__u32 seq = ctx->seq, seg_end = seq + ctx->payload_len;
+	__u32 js = f->judged_seq, jl = f->judged_len, je = js + jl;
+	if (!jl || !pd_seq_before(seq, je) || !pd_seq_before(js, seg_end))
+		return PD_SAME; /* not a copy of it */
 	__u32 from = pd_seq_before(seq, js) ? js : seq;
 	__u32 to = pd_seq_before(je, seg_end) ? je : seg_end;
 	__u32 off = ctx->payload_off + (from - seq);
@@ -354,7 +398,7 @@ __noinline int pd_judged_differs(struct __sk_buff *skb, struct pd_ctx *ctx, stru
 	struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &ctx->key);
 	if (acc && acc->start_seq == js && f->held == PD_HELD_ALL && acc->len >= jl) {
 		/* part of a head whose bytes are held */
-		return pd_compare(skb, off, acc->buf, from - js, to - from) ? PD_DIFFERS : PD_SAME;
+		return pd_compare(skb, ctx, off, acc->buf, from - js, to - from) ? PD_DIFFERS : PD_SAME;
 	}
 	/* Part of a head only the digest remembers: a sender resending it in smaller pieces
 	 * (a smaller MSS, or repacketized). Collect the pieces in order from the head's first
@@ -379,7 +423,7 @@ __noinline int pd_judged_differs(struct __sk_buff *skb, struct pd_ctx *ctx, stru
 	if (have > jl || pd_seq_before(have_end, from))
 		return PD_NOT_YET; /* a gap before this piece */
 	__u32 held_to = pd_seq_before(to, have_end) ? to : have_end;
-	if (pd_compare(skb, off, acc->buf, from - js, held_to - from))
+	if (pd_compare(skb, ctx, off, acc->buf, from - js, held_to - from))
 		return PD_DIFFERS;
 	if (!pd_seq_before(held_to, to))
 		return PD_SAME; /* nothing new */
@@ -475,15 +519,26 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 
 	/* ---- connection start: insert once, then write in place -------------------- */
 	if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK)) == PD_TCP_SYN) {
+		if (f && f->srv == PD_SRV_SEEN) {
+			/* The server has (or had) a connection on this 4-tuple. If it still has, it
+			 * ignores this SYN (a challenge ACK), and so must the gateway: restarting the
+			 * flow here would let the old connection's bytes pass as "before the head".
+			 * Only the server's SYN-ACK for this SYN makes it a new connection (pd_egress).
+			 * Data on it (Fast Open) cannot be told to belong to either: dropped, the
+			 * client sends it again after the handshake. */
+			f->syn_isn = p.seq;
+			f->syn_pending = 1;
+			return p.payload_len ? TC_ACT_SHOT : TC_ACT_OK;
+		}
 		__u8 has_ts = 0;
 		__u32 tsval = 0;
+		__u32 z = 0;
+		struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
+		if (!sc)
+			return TC_ACT_SHOT;
 		if (p.payload_len) {
 			/* data on the SYN (TCP Fast Open) is a head like any other: only if the
 			 * server would take the segment */
-			__u32 z = 0;
-			struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
-			if (!sc)
-				return TC_ACT_SHOT;
 			pd_ctx_init(sc, skb, &p, gen, cfg, proto, l->id, preflight);
 			int ig = pd_discard_check(skb, sc, 0, p.ttl);
 			if (ig >= 0) {
@@ -493,43 +548,27 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			has_ts = sc->seg_has_ts;
 			tsval = sc->seg_tsval;
 		} else {
-			__u32 z = 0;
-			struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
-			if (!sc)
-				return TC_ACT_SHOT;
 			__u64 o = pd_tcp_options(skb, sc, p.l4_off, p.payload_off);
 			has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD);
 			tsval = (__u32)o;
 		}
-		__u64 dkey = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
-		if (f) {
-			f->next_seq = p.seq + 1;
-			f->state = PD_FS_HEAD;
-			f->verdict = PD_ACT_NONE;
-			f->proto = proto;
-			f->gen = gen;
-			f->listener = l->id;
-			f->accumulating = 0;
-			f->rule = PD_RULE_NONE;
-			f->requests = 0;
-			f->judged_len = 0;
-			f->held = 0;
-			f->has_ts = has_ts;
-			f->ts_recent = tsval;
-			f->digest_key = dkey;
-		} else {
-			struct pd_flow nf = {
-				.next_seq = p.seq + 1, .state = PD_FS_HEAD, .proto = proto,
-				.gen = gen, .listener = l->id, .rule = PD_RULE_NONE,
-				.has_ts = has_ts, .ts_recent = tsval, .digest_key = dkey,
-			};
-			if (bpf_map_update_elem(&pd_flows, &p.key, &nf, BPF_ANY) < 0)
+		if (!f) {
+			/* a zeroed entry (built in the scratch head, not on the stack), then filled
+			 * in place like a reused one */
+			_Static_assert(sizeof(struct pd_flow) <= sizeof(sc->head.buf), "head too small");
+			struct pd_flow *nf = (struct pd_flow *)sc->head.buf;
+			__builtin_memset(nf, 0, sizeof(*nf));
+			if (bpf_map_update_elem(&pd_flows, &p.key, nf, BPF_ANY) < 0)
 				return pd_flow_table_full(&p, l->id, gen, preflight);
 			PD_COUNT(PD_C_FLOWS_NEW);
 			f = bpf_map_lookup_elem(&pd_flows, &p.key);
 			if (!f)
 				return pd_flow_table_full(&p, l->id, gen, preflight);
 		}
+		pd_flow_start(f, p.seq, has_ts, tsval);
+		f->proto = proto;
+		f->gen = gen;
+		f->listener = l->id;
 		if (p.payload_len == 0)
 			return TC_ACT_OK;
 		p.seq += 1; /* data on the SYN (TCP Fast Open) starts after the SYN's sequence */
@@ -613,9 +652,13 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		if (p.tcp_flags & PD_TCP_URG)
 			return pd_early_fail(skb, ctx, PD_R_URGENT);
 		if (again) {
-			int d = pd_judged_differs(skb, ctx, f);
+			int d = pd_older_differs(skb, ctx, f);
+			if (d == PD_SAME)
+				d = pd_judged_differs(skb, ctx, f);
 			if (d == PD_DIFFERS)
 				return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+			if (d == PD_UNCHECKED)
+				return pd_early_fail(skb, ctx, PD_R_UNCHECKED);
 			if (d == PD_NOT_YET) {
 				PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
 				return TC_ACT_SHOT;
@@ -661,7 +704,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 								  : p.payload_len - skip;
 		if (overlap > p.payload_len - skip || held_pos > PD_HEAD_MAX)
 			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
-		if (pd_compare(skb, p.payload_off + skip, acc->buf, held_pos, overlap)) {
+		if (pd_compare(skb, ctx, p.payload_off + skip, acc->buf, held_pos, overlap)) {
 			bpf_map_delete_elem(&pd_accum, &p.key);
 			f->accumulating = 0;
 			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
@@ -752,4 +795,64 @@ SEC("tc")
 int pd_preflight(struct __sk_buff *skb)
 {
 	return pd_entry_run(skb, pd_preflight_gen & 1, 1);
+}
+
+/* ---- the server's side ------------------------------------------------------------------
+ * Attached at the egress of the same interfaces, where the server's packets leave for the
+ * client: what the server has acknowledged, the window it offers and what it has sent go
+ * into the flow entry, so the entry program can tell which client bytes the server will
+ * take and which judged heads it already has. Writes in place; never changes a packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pd_opt_walk);
+} pd_egress_work SEC(".maps");
+
+SEC("tc")
+int pd_egress(struct __sk_buff *skb)
+{
+	struct pd_pkt p = {};
+	if (pd_parse_packet(skb, &p) != PD_P_TCP || (p.tcp_flags & PD_TCP_RST) || !(p.tcp_flags & PD_TCP_ACK))
+		return TC_ACT_OK;
+	struct pd_flow_key k = { .sport = p.key.dport, .dport = p.key.sport, .family = p.key.family };
+	__builtin_memcpy(k.saddr, p.key.daddr, sizeof(k.saddr));
+	__builtin_memcpy(k.daddr, p.key.saddr, sizeof(k.daddr));
+	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &k);
+	if (!f)
+		return TC_ACT_OK;
+	__u32 end = p.seq + p.payload_len + !!(p.tcp_flags & PD_TCP_SYN) + !!(p.tcp_flags & PD_TCP_FIN);
+	if (p.tcp_flags & PD_TCP_SYN) {
+		if (f->srv == PD_SRV_SEEN) {
+			if (!f->syn_pending || p.ack != f->syn_isn + 1)
+				return TC_ACT_OK; /* a SYN-ACK sent again */
+			/* the server took a SYN on a 4-tuple it had a connection on: a new one */
+			pd_flow_start(f, f->syn_isn, 0, 0);
+		}
+		/* the SYN-ACK: the window scale it sets, and a window that is never scaled */
+		__u32 z = 0;
+		struct pd_opt_walk *w = bpf_map_lookup_elem(&pd_egress_work, &z);
+		if (!w)
+			return TC_ACT_OK;
+		__u64 o = pd_tcp_options_in(skb, w, p.l4_off, p.payload_off);
+		__u8 ws = ((o & PD_OPT_WS) && !(o & PD_OPT_BAD)) ? PD_OPT_WS_SHIFT(o) : 0;
+		f->srv_wscale = ws > 14 ? 14 : ws; /* RFC 7323 2.3 */
+		f->srv_nxt = end;
+		f->srv_ack = p.ack;
+		f->srv_edge = p.ack + p.win;
+		f->srv = PD_SRV_SEEN;
+		return TC_ACT_OK;
+	}
+	if (f->srv != PD_SRV_SEEN)
+		return TC_ACT_OK;
+	/* only ever forward: a reordered packet says nothing new (and the cache line is left
+	 * alone when nothing changes) */
+	if (pd_seq_before(f->srv_nxt, end))
+		f->srv_nxt = end;
+	if (pd_seq_before(f->srv_ack, p.ack))
+		f->srv_ack = p.ack;
+	__u32 edge = p.ack + ((__u32)p.win << (f->srv_wscale & 15));
+	if (!(p.tcp_flags & PD_TCP_SYN) && pd_seq_before(f->srv_edge, edge))
+		f->srv_edge = edge;
+	return TC_ACT_OK;
 }

@@ -179,10 +179,8 @@ int pd_verdict(struct __sk_buff *skb)
 		f->rule = ctx->rule;
 		if (ctx->head_len && ctx->head_len <= PD_HEAD_MAX) {
 			/* what was judged, so another copy of these bytes can be held to it */
-			f->judged_seq = ctx->head.start_seq;
-			f->judged_len = (__u16)ctx->head_len;
-			f->held = ctx->head_held;
-			f->digest = pd_digest(ctx->head.buf, ctx->head_len, f->digest_key);
+			pd_remember_head(f, ctx->head.start_seq, ctx->head_len, ctx->head_held,
+					 pd_digest(ctx->head.buf, ctx->head_len, f->digest_key));
 		}
 		if (lost_boundary || ctx->proto != PD_PROTO_HTTP) {
 			f->state = PD_FS_FINAL; /* nothing more to judge on this connection */

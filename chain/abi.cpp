@@ -31,6 +31,7 @@ std::string_view reason_name(unsigned reason) {
     case PD_R_JWT_UNVERIFIED: return "jwt_unverified";
     case PD_R_RL_NO_KEY: return "ratelimit_key_missing";
     case PD_R_URGENT: return "urgent_data";
+    case PD_R_UNCHECKED: return "unchecked_retransmission";
   }
   return "unknown";
 }
@@ -42,6 +43,9 @@ std::string_view ignored_name(unsigned ignored) {
     case PD_IG_NO_ACK: return "no_ack";
     case PD_IG_TCP_SIG: return "tcp_signature_option";
     case PD_IG_PAWS: return "old_timestamp";
+    case PD_IG_WINDOW: return "outside_window";
+    case PD_IG_ACK_UNSENT: return "ack_of_unsent_data";
+    case PD_IG_SYN: return "syn_on_connection";
   }
   return "unknown";
 }

@@ -472,6 +472,12 @@ Status Dataplane::adopt(const std::string& dir) {
   }
   preflight_fd_ = bpf_obj_get((dir + "/prog_preflight").c_str());
   if (preflight_fd_ < 0) return give_up("prog_preflight");
+  egress_fd_ = bpf_obj_get((dir + "/prog_egress").c_str());
+  if (egress_fd_ < 0) {
+    close(preflight_fd_);
+    preflight_fd_ = -1;
+    return give_up("prog_egress");
+  }
   maps_ = std::move(maps);
   own_fds_ = true;
   bss_ = bss;
@@ -527,6 +533,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   }
   progs_[PD_STAGE_ENTRY] = bpf_program__fd(entry_->progs.pd_entry);
   preflight_fd_ = bpf_program__fd(entry_->progs.pd_preflight);
+  egress_fd_ = bpf_program__fd(entry_->progs.pd_egress);
   progs_[PD_STAGE_HTTP] = bpf_program__fd(http_->progs.pd_http);
   progs_[PD_STAGE_SNI] = bpf_program__fd(sni_->progs.pd_sni);
   progs_[PD_STAGE_HOST] = bpf_program__fd(host_->progs.pd_host);
@@ -557,6 +564,7 @@ Dataplane::~Dataplane() {
     for (int& fd : progs_)
       if (fd >= 0) close(fd);
     if (preflight_fd_ >= 0) close(preflight_fd_);
+    if (egress_fd_ >= 0) close(egress_fd_);
   }
   if (own_bss_map_) {
     munmap(bss_, bss_len_);
@@ -596,6 +604,7 @@ Status Dataplane::pin() {
   for (uint32_t stage : kLoadedStages)
     if (auto st = pin_fd(progs_[stage], stage_pin_name(stage)); !st) return st;
   if (auto st = pin_fd(preflight_fd_, "prog_preflight"); !st) return st;
+  if (auto st = pin_fd(egress_fd_, "prog_egress"); !st) return st;
   pinned_ = true;
   return Ok{};
 }
@@ -811,6 +820,37 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   return Ok{};
 }
 
+namespace {
+
+// Attach fd at one hook of ifindex, replacing policyd's filter there.
+int tc_attach(int ifindex, bpf_tc_attach_point where, int fd) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = where);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+              .priority = kTcPriority);
+  return bpf_tc_attach(&hook, &opts);
+}
+
+// The id of the program policyd's filter runs at one hook, 0 if there is none.
+uint32_t tc_prog_id(int ifindex, bpf_tc_attach_point where) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = where);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+  return bpf_tc_query(&hook, &opts) == 0 ? opts.prog_id : 0;
+}
+
+int tc_detach(int ifindex, bpf_tc_attach_point where) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = where);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+  return bpf_tc_detach(&hook, &opts);
+}
+
+uint32_t prog_id_of(int fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  return fd >= 0 && bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+}  // namespace
+
 Status Dataplane::attach(const std::string& ifname) {
   int ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
   if (ifindex == 0) return make_error(fmt::format("interface {}: {}", ifname, errstr(errno)));
@@ -819,9 +859,10 @@ Status Dataplane::attach(const std::string& ifname) {
   bool created = err == 0;
   if (err && err != -EEXIST)
     return make_error(fmt::format("creating clsact qdisc on {}: {}", ifname, errstr(err)));
-  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = entry_prog_fd(), .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
-              .priority = kTcPriority);
-  err = bpf_tc_attach(&hook, &opts);
+  // egress first: from the moment the entry program judges, the server's side is recorded
+  err = tc_attach(ifindex, BPF_TC_EGRESS, egress_fd_);
+  if (err) return make_error(fmt::format("attaching to {} egress: {}", ifname, errstr(err)));
+  err = tc_attach(ifindex, BPF_TC_INGRESS, entry_prog_fd());
   if (err) return make_error(fmt::format("attaching to {} ingress: {}", ifname, errstr(err)));
   // known by index: a renamed link is the same attachment
   for (auto& a : attached_)
@@ -834,13 +875,14 @@ Status Dataplane::attach(const std::string& ifname) {
   return Ok{};
 }
 
+uint32_t Dataplane::egress_prog_id() const { return prog_id_of(egress_fd_); }
+
 bool Dataplane::filter_present(int ifindex) const {
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
   g_quiet = true;  // no qdisc or no filter is an answer here, not an error worth a log line
-  int err = bpf_tc_query(&hook, &opts);
+  bool ok = tc_prog_id(ifindex, BPF_TC_INGRESS) == prog_id(PD_STAGE_ENTRY) &&
+            tc_prog_id(ifindex, BPF_TC_EGRESS) == prog_id_of(egress_fd_);
   g_quiet = false;
-  return err == 0 && opts.prog_id == prog_id(PD_STAGE_ENTRY);
+  return ok;
 }
 
 void Dataplane::forget(int ifindex) {
@@ -855,9 +897,10 @@ void Dataplane::renamed(int ifindex, const std::string& ifname) {
 Status Dataplane::detach(const std::string& ifname) {
   for (auto it = attached_.begin(); it != attached_.end(); ++it) {
     if (it->ifname != ifname) continue;
+    int err = tc_detach(it->ifindex, BPF_TC_INGRESS);
+    int eerr = tc_detach(it->ifindex, BPF_TC_EGRESS);
+    if (!err) err = eerr;
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = it->ifindex, .attach_point = BPF_TC_INGRESS);
-    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
-    int err = bpf_tc_detach(&hook, &opts);
     if (it->created_qdisc) {
       hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
       bpf_tc_hook_destroy(&hook);
@@ -871,27 +914,27 @@ Status Dataplane::detach(const std::string& ifname) {
 }
 
 Status Dataplane::teardown(const std::string& pin_dir) {
-  std::string prog_pin = pin_dir + "/prog_entry";
-  int fd = bpf_obj_get(prog_pin.c_str());
-  uint32_t prog_id = 0;
-  if (fd >= 0) {
-    bpf_prog_info info{};
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) prog_id = info.id;
-    close(fd);
-  }
+  auto pinned_id = [&](const char* name) {
+    int fd = bpf_obj_get((pin_dir + "/" + name).c_str());
+    uint32_t id = prog_id_of(fd);
+    if (fd >= 0) close(fd);
+    return id;
+  };
+  uint32_t prog_id = pinned_id("prog_entry");
+  uint32_t egress_id = pinned_id("prog_egress");
   install_libbpf_logger();
   std::vector<std::string> detached;
-  if (prog_id) {
+  if (prog_id || egress_id) {
     g_quiet = true;
     struct if_nameindex* ifs = ::if_nameindex();
     for (auto* i = ifs; i && i->if_index; ++i) {
-      LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(i->if_index), .attach_point = BPF_TC_INGRESS);
-      LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
-      if (bpf_tc_query(&hook, &opts) == 0 && opts.prog_id == prog_id) {
-        LIBBPF_OPTS(bpf_tc_opts, del, .handle = kTcHandle, .priority = kTcPriority);
-        if (bpf_tc_detach(&hook, &del) == 0) detached.push_back(i->if_name);
-      }
+      int ifindex = static_cast<int>(i->if_index);
+      bool any = false;
+      if (prog_id && tc_prog_id(ifindex, BPF_TC_INGRESS) == prog_id && tc_detach(ifindex, BPF_TC_INGRESS) == 0)
+        any = true;
+      if (egress_id && tc_prog_id(ifindex, BPF_TC_EGRESS) == egress_id && tc_detach(ifindex, BPF_TC_EGRESS) == 0)
+        any = true;
+      if (any) detached.push_back(i->if_name);
     }
     if (ifs) if_freenameindex(ifs);
     g_quiet = false;

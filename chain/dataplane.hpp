@@ -87,11 +87,12 @@ class Dataplane {
   uint32_t inactive_gen() const { return active_gen() ^ 1; }
   uint64_t hash_seed() const { return seed_; }
 
-  // TC ingress attachment of the entry program (clsact + cls_bpf, libbpf bpf_tc_*).
+  // TC attachment (clsact + cls_bpf, libbpf bpf_tc_*): the entry program at ingress, and
+  // at egress the program that records what the server's packets say (pd_egress).
   Status attach(const std::string& ifname);
   Status detach(const std::string& ifname);
   const std::vector<Attachment>& attachments() const { return attached_; }
-  // Is this chain's filter on the interface's ingress (not removed, not replaced)?
+  // Are this chain's filters on the interface (both, not removed, not replaced)?
   bool filter_present(int ifindex) const;
   // The link went away (its qdisc and filter with it): drop it from the attachments.
   void forget(int ifindex);
@@ -116,6 +117,8 @@ class Dataplane {
   };
   Result<FlowUse> flow_use() const;
   int entry_prog_fd() const { return prog_fd(PD_STAGE_ENTRY); }
+  int egress_prog_fd() const { return egress_fd_; }
+  uint32_t egress_prog_id() const;
   int prog_fd(uint32_t stage) const;
   uint32_t prog_id(uint32_t stage) const;
   int map_fd(const std::string& name) const;
@@ -170,6 +173,7 @@ class Dataplane {
   std::map<std::string, int> maps_;  // shared maps by name (fds owned when adopted)
   int progs_[PD_STAGE_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1};
   int preflight_fd_ = -1;
+  int egress_fd_ = -1;
   bool own_fds_ = false;             // adopted: the fds above are ours to close
   Bss* bss_ = nullptr;               // entry's .bss (skeleton mapping, or our mmap when adopted)
   size_t bss_len_ = 0;

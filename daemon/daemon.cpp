@@ -111,7 +111,7 @@ Status Daemon::attach_matching(const config::Policy& policy) {
     if (!matches(name)) continue;
     if (auto st = dp_->attach(name); !st) return st;
     bool was = std::any_of(had.begin(), had.end(), [&](const auto& a) { return a.ifindex == ifindex; });
-    if (!was) log_main()->info("attached to {} (ingress)", name);
+    if (!was) log_main()->info("attached to {} (ingress and egress)", name);
     ++attached;
   }
   if (attached == 0)
@@ -482,7 +482,9 @@ control::Response Daemon::cmd_status(const nlohmann::json&) {
                             {"forgotten", links_.forgotten},
                             {"last_reaction_us", links_.last_reaction_us},
                             {"max_reaction_us", links_.max_reaction_us}}},
-                 {"stages", stages}};
+                 {"stages", stages},
+                 // at TC egress: records the server's ACK, window and sent sequence per flow
+                 {"egress", {{"prog_id", dp_->egress_prog_id()}}}};
   r.text = fmt::format("generation {}", generation_);
   return r;
 }

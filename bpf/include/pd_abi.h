@@ -11,8 +11,9 @@
 #define PD_CTX_VERSION 2
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
-#define PD_ABI_VERSION 4 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
-			  * 4: judged-head digests and TCP timestamps in pd_flow, quic in pd_listener */
+#define PD_ABI_VERSION 5 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
+			  * 4: judged-head digests and TCP timestamps in pd_flow, quic in pd_listener;
+			  * 5: the server's side (pd_egress) and earlier judged heads in pd_flow */
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {
@@ -72,6 +73,7 @@ enum pd_reason {
 	PD_R_JWT_UNVERIFIED = 24,    /* a token the daemon did not verify in time (or no provider table) */
 	PD_R_RL_NO_KEY = 25,         /* a rate limit's key is missing (jwt_sub without a verified token) */
 	PD_R_URGENT = 26,            /* urgent data (URG) in bytes that are judged: the server would cut a byte out */
+	PD_R_UNCHECKED = 27,         /* a resent piece of a judged head the server may not have, which cannot be checked */
 	PD_R_MAX = 32,
 };
 
@@ -145,6 +147,9 @@ enum pd_ignored {
 	PD_IG_NO_ACK = 2,   /* data without the ACK flag */
 	PD_IG_TCP_SIG = 3,  /* a TCP MD5 signature (kind 19) or TCP-AO (kind 29) option */
 	PD_IG_PAWS = 4,     /* a timestamp older than the connection's (RFC 7323 PAWS) */
+	PD_IG_WINDOW = 5,   /* starts at or beyond the right edge of the server's receive window */
+	PD_IG_ACK_UNSENT = 6, /* acknowledges bytes the server has not sent */
+	PD_IG_SYN = 7,      /* a SYN flag on a segment of an established connection */
 	PD_IG_MAX = 8,
 };
 
@@ -222,6 +227,21 @@ enum pd_chunk_state {
 	PD_CK_TRAILER_LINE = 6,
 };
 
+/* A judged head: where it is and what it was (pd_digest under the flow's digest_key). */
+struct pd_judged {
+	__u32 seq;          /* sequence number of its first byte */
+	__u16 len;          /* 0: none */
+	__u16 pad;
+	__u64 digest;
+};
+#define PD_OLDER_HEADS 3 /* earlier judged heads kept until the server acknowledges them */
+
+/* What the server's packets say (pd_egress, at the egress of the same interface). */
+enum pd_srv_state {
+	PD_SRV_NONE = 0,    /* no SYN-ACK seen: the server's side is unknown, nothing is checked */
+	PD_SRV_SEEN = 1,    /* srv_* hold: from the SYN-ACK on, every packet of the server */
+};
+
 struct pd_flow {
 	__u32 next_seq;     /* FS_HEAD: start of the next head; FS_CHUNKED: first unparsed byte */
 	__u8 state;         /* pd_flow_state */
@@ -233,6 +253,7 @@ struct pd_flow {
 	__u8 chunk_state;   /* pd_chunk_state */
 	__u32 chunk_left;   /* bytes of chunk-size being parsed / remaining */
 	__u32 rule;         /* last matched rule, PD_RULE_NONE if none */
+	__u32 ts_recent;    /* newest TSval seen on a segment that was judged or held */
 	__u64 requests;     /* heads judged on this flow */
 	__u64 last_ns;      /* bpf_ktime of the last head */
 	/* The last head allowed: later copies of its bytes must be the same bytes (a
@@ -243,8 +264,27 @@ struct pd_flow {
 	__u8 has_ts;        /* the client sends TCP timestamps: ts_recent holds */
 	__u64 digest;       /* pd_digest of its bytes under digest_key */
 	__u64 digest_key;   /* random per connection */
-	__u32 ts_recent;    /* newest TSval seen on a segment that was judged or held */
-	__u32 pad;
+	/* The server's side, written by pd_egress (see pd_srv_state). */
+	__u32 srv_ack;      /* highest ACK the server sent: client bytes before it were received */
+	__u32 srv_edge;     /* right edge of the receive window it advertised (the highest) */
+	__u32 srv_nxt;      /* end of the sequence space it has sent */
+	__u8 srv;           /* pd_srv_state */
+	__u8 srv_wscale;    /* its window scale (0 if not negotiated) */
+	__u8 older_next;    /* next slot of older[] to write */
+	__u8 unchecked;     /* unchecked_end holds */
+	/* Judged bytes another copy is checked against start here (the oldest kept head, or
+	 * a head older[] no longer holds); they end at judged_seq + judged_len. */
+	__u32 check_lo;
+	/* End of the newest head dropped from older[] before the server acknowledged it: a
+	 * copy of bytes before it (and at or after srv_ack) cannot be checked. */
+	__u32 unchecked_end;
+	/* A SYN on this 4-tuple while the server had a connection on it (srv == SEEN): the
+	 * server decides whether it starts a new one (a SYN-ACK acknowledging syn_isn + 1,
+	 * seen by pd_egress) or is ignored (its challenge ACK); until then nothing changes. */
+	__u32 syn_isn;
+	__u8 syn_pending;
+	__u8 pad2[3];
+	struct pd_judged older[PD_OLDER_HEADS]; /* earlier judged heads, until acknowledged */
 };
 
 /* What the accumulation entry holds of a flow's last judged head. */

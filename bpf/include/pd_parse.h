@@ -41,6 +41,8 @@ struct pd_pkt {
 	__u16 dport; /* host order */
 	__u8 ttl;    /* IPv4 TTL / IPv6 hop limit */
 	__u8 pad;
+	__u16 win;   /* the TCP window field, host order (unscaled) */
+	__u16 pad2;
 };
 
 /* TCP flag bits as in byte 13 of the header */
@@ -89,6 +91,7 @@ PD_INLINE int pd_parse_tcp(struct __sk_buff *skb, struct pd_pkt *p, __u32 l4_off
 	p->seq = bpf_ntohl(th->seq);
 	p->ack = bpf_ntohl(th->ack_seq);
 	p->tcp_flags = ((__u8 *)th)[13];
+	p->win = bpf_ntohs(th->window);
 	return PD_P_TCP;
 }
 

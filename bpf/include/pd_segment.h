@@ -43,13 +43,16 @@ PD_INLINE int pd_tcp_csum_ok(struct __sk_buff *skb, struct pd_ctx *ctx)
 	return pd_csum_fold(pd_csum_add(pd_pseudo_sum(ctx, 0, tcp_len), sum)) == 0xffff;
 }
 
-/* ---- TCP options: a signature option, the timestamp -----------------------------------
+/* ---- TCP options: a signature option, the timestamp, the window scale ----------------
  * pd_tcp_options() returns PD_OPT_SIG if there is an MD5 (19) or TCP-AO (29) option,
- * PD_OPT_TS | TSval if there is a timestamp, PD_OPT_BAD if they do not parse. The walk
- * keeps its state in ctx->work (a map value, opaque to the verifier: the loop converges). */
+ * PD_OPT_TS | TSval if there is a timestamp, PD_OPT_WS | shift << 40 if there is a window
+ * scale, PD_OPT_BAD if they do not parse. The walk keeps its state in a map value (opaque
+ * to the verifier, so the loop converges): the context's work area, or pd_egress_work. */
 #define PD_OPT_TS (1ULL << 32)
 #define PD_OPT_SIG (1ULL << 33)
 #define PD_OPT_BAD (1ULL << 34)
+#define PD_OPT_WS (1ULL << 35)
+#define PD_OPT_WS_SHIFT(o) ((__u8)((o) >> 40))
 
 struct pd_opt_walk {
 	__u32 i;
@@ -58,13 +61,13 @@ struct pd_opt_walk {
 	__u8 b[64];
 };
 
-struct pd_opt_cb_ctx {
-	struct pd_ctx *ctx;
+struct pd_opt_cb_ctx { /* bpf_loop's context must be on the stack */
+	struct pd_opt_walk *w;
 };
 
 static long pd_opt_cb(__u32 k, struct pd_opt_cb_ctx *c)
 {
-	struct pd_opt_walk *w = (struct pd_opt_walk *)c->ctx->work;
+	struct pd_opt_walk *w = c->w;
 	__u32 i = w->i, n = w->n;
 	if (i >= n || n > 40)
 		return 1;
@@ -89,14 +92,15 @@ static long pd_opt_cb(__u32 k, struct pd_opt_cb_ctx *c)
 	if (kind == 8 && len == 10)
 		w->result |= PD_OPT_TS | ((__u32)w->b[(i + 2) & 63] << 24) | ((__u32)w->b[(i + 3) & 63] << 16) |
 			     ((__u32)w->b[(i + 4) & 63] << 8) | w->b[(i + 5) & 63];
+	if (kind == 3 && len == 3)
+		w->result |= PD_OPT_WS | ((__u64)w->b[(i + 2) & 63] << 40);
 	w->i = i + len;
 	return 0;
 }
 
-PD_INLINE __u64 pd_tcp_options(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 l4_off, __u32 payload_off)
+PD_INLINE __u64 pd_tcp_options_in(struct __sk_buff *skb, struct pd_opt_walk *w, __u32 l4_off,
+				  __u32 payload_off)
 {
-	_Static_assert(sizeof(struct pd_opt_walk) <= sizeof(ctx->work), "work too small");
-	struct pd_opt_walk *w = (struct pd_opt_walk *)ctx->work;
 	__u32 n = payload_off - l4_off;
 	if (n <= 20)
 		return 0;
@@ -108,9 +112,15 @@ PD_INLINE __u64 pd_tcp_options(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 
 	w->result = 0;
 	if (bpf_skb_load_bytes(skb, l4_off + 20, w->b, n) < 0)
 		return PD_OPT_BAD;
-	struct pd_opt_cb_ctx c = { .ctx = ctx };
+	struct pd_opt_cb_ctx c = { .w = w };
 	bpf_loop(40, pd_opt_cb, &c, 0);
 	return w->result;
+}
+
+PD_INLINE __u64 pd_tcp_options(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 l4_off, __u32 payload_off)
+{
+	_Static_assert(sizeof(struct pd_opt_walk) <= sizeof(ctx->work), "work too small");
+	return pd_tcp_options_in(skb, (struct pd_opt_walk *)ctx->work, l4_off, payload_off);
 }
 
 /* ---- digest of a judged head ------------------------------------------------------------
@@ -151,6 +161,114 @@ PD_INLINE __u64 pd_digest(__u8 *buf, __u32 len, __u64 key)
 	bpf_loop((len + 63) / 64, pd_digest_cb, &d, 0);
 	__u64 h = d.h * 0xff51afd7ed558ccdULL;
 	return h ^ (h >> 33);
+}
+
+
+/* ---- judged heads, and the server's side -----------------------------------------------
+ * The last allowed head is in judged_*. When the next one is allowed, it moves to older[]
+ * if the server has not acknowledged it yet (pd_egress records srv_ack); a head in older[]
+ * stays until a newer one takes its slot. Any copy of a kept head is checked, acknowledged
+ * or not (different bytes are evasion either way). What the server has acknowledged only
+ * decides what cannot be checked: a piece of an earlier head, or bytes where a head that
+ * left older[] unacknowledged was, get the fail mode unless the server already has them. */
+
+/* Has the server acknowledged every byte before end? */
+PD_INLINE int pd_srv_has(struct pd_flow *f, __u32 end)
+{
+	return f->srv == PD_SRV_SEEN && !pd_seq_before(f->srv_ack, end);
+}
+
+/* The first byte at or after lo that the server does not have yet. */
+PD_INLINE __u32 pd_check_from(struct pd_flow *f, __u32 lo)
+{
+	if (f->srv == PD_SRV_SEEN && pd_seq_before(lo, f->srv_ack))
+		return f->srv_ack;
+	return lo;
+}
+
+/* A new connection (SYN): nothing judged, nothing known of the server. */
+PD_INLINE void pd_flow_clear_judged(struct pd_flow *f)
+{
+	f->judged_len = 0;
+	f->held = 0;
+	f->srv = PD_SRV_NONE;
+	f->srv_wscale = 0;
+	f->older_next = 0;
+	f->unchecked = 0;
+	f->check_lo = 0;
+	f->unchecked_end = 0;
+	for (int i = 0; i < PD_OLDER_HEADS; i++)
+		f->older[i].len = 0;
+}
+
+/* A new connection on f's 4-tuple whose SYN has sequence number isn: nothing judged yet,
+ * nothing known of the server. proto, gen and listener are the caller's. */
+PD_INLINE void pd_flow_start(struct pd_flow *f, __u32 isn, __u8 has_ts, __u32 tsval)
+{
+	f->next_seq = isn + 1;
+	f->state = PD_FS_HEAD;
+	f->verdict = PD_ACT_NONE;
+	f->accumulating = 0;
+	f->chunk_state = 0;
+	f->chunk_left = 0;
+	f->rule = PD_RULE_NONE;
+	f->requests = 0;
+	pd_flow_clear_judged(f);
+	f->has_ts = has_ts;
+	f->ts_recent = tsval;
+	f->syn_pending = 0;
+	f->digest_key = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+}
+
+/* A head was allowed: it becomes the last judged head, the one before moves to older[]. */
+PD_INLINE void pd_remember_head(struct pd_flow *f, __u32 seq, __u32 len, __u8 held, __u64 digest)
+{
+	__u32 pl = f->judged_len, ps = f->judged_seq;
+	if (pl && !pd_srv_has(f, ps + pl)) {
+		__u32 i = f->older_next;
+		if (i >= PD_OLDER_HEADS)
+			i = 0;
+		struct pd_judged *o = &f->older[i];
+		__u32 oe = o->seq + o->len;
+		if (o->len && f->srv == PD_SRV_SEEN && !pd_srv_has(f, oe)) {
+			/* a head the server does not have yet drops out: copies of bytes before
+			 * its end can no longer be checked */
+			if (!f->unchecked || pd_seq_before(f->unchecked_end, oe))
+				f->unchecked_end = oe;
+			f->unchecked = 1;
+		}
+		o->seq = ps;
+		o->len = (__u16)pl;
+		o->digest = f->digest;
+		f->older_next = i + 1 >= PD_OLDER_HEADS ? 0 : i + 1;
+	}
+	f->judged_seq = seq;
+	f->judged_len = (__u16)len;
+	f->held = held;
+	f->digest = digest;
+	/* the start of everything a copy is checked against */
+	__u32 lo = seq;
+	for (int i = 0; i < PD_OLDER_HEADS; i++) {
+		struct pd_judged *o = &f->older[i];
+		if (!o->len)
+			continue;
+		if (pd_seq_before(o->seq, lo))
+			lo = o->seq;
+	}
+	if (f->unchecked && pd_srv_has(f, f->unchecked_end))
+		f->unchecked = 0;
+	if (f->unchecked && pd_seq_before(f->srv_ack, lo))
+		lo = f->srv_ack;
+	f->check_lo = lo;
+}
+
+/* Does [seq, end) hold bytes a copy of which must be checked? (the fast path's test) */
+PD_INLINE int pd_overlaps_judged(struct pd_flow *f, __u32 seq, __u32 end)
+{
+	if (!f->judged_len)
+		return 0;
+	__u32 hi = f->judged_seq + f->judged_len, lo = f->check_lo;
+	return pd_seq_before(seq, hi) && pd_seq_before(lo, end);
 }
 
 #endif /* PD_SEGMENT_H */

@@ -137,6 +137,26 @@ int main(int argc, char** argv) {
   Packet syn2 = syn;
   syn2.sport = 40001;
   test_run(entry_fd, syn2.build(), 1);
+  // the server's side of that flow, through the program at egress: its SYN-ACK (window scale
+  // 7), then a 1400-byte response segment; and a server packet of no flow
+  int egress_fd = (*dp)->egress_prog_fd();
+  Packet synack;
+  synack.src = body.dst;
+  synack.dst = body.src;
+  synack.sport = body.dport;
+  synack.dport = body.sport;
+  synack.flags = test::kSyn | test::kAck;
+  synack.seq = body.ack - 1;
+  synack.ack = 1000;
+  synack.tcp_options = std::string("\x01\x03\x03\x07", 4);
+  test_run(egress_fd, synack.build(), 1);
+  Packet response = synack;
+  response.flags = test::kAck | test::kPsh;
+  response.seq = body.ack;
+  response.tcp_options.clear();
+  response.payload = std::string(1400, 'r');
+  Packet stranger = response;
+  stranger.dport = 40999;
   Packet post = body;
   post.seq = 1000;
   post.payload = "POST /api/upload HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 100000000\r\n\r\n";
@@ -358,6 +378,10 @@ int main(int argc, char** argv) {
   auto empty_rep = [&] { return test_run(empty_fd, first_pkt, repeat).ns; };
   measure("non-listener packet", [&] { return test_run(entry_fd, non_listener.build(), repeat).ns; }, empty_rep);
   measure("established flow (body segment, fast path)", [&] { return test_run(entry_fd, body.build(), repeat).ns; },
+          empty_rep);
+  measure("server's packet of a flow (egress: ACK, window)",
+          [&] { return test_run(egress_fd, response.build(), repeat).ns; }, empty_rep);
+  measure("server's packet of no flow (egress)", [&] { return test_run(egress_fd, stranger.build(), repeat).ns; },
           empty_rep);
   measure("first segment of an allowed GET (host+path)", [&] { return run_single(entry_fd, first_pkt, true); },
           [&] { return run_single(empty_fd, first_pkt, false); });

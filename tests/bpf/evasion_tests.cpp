@@ -216,3 +216,234 @@ TEST_CASE("QUIC to a TLS listener: dropped with quic: deny, passed with allow", 
     CHECK(fx.run(u).passed_unchanged());
   }
 }
+
+// ---- the server's side: pd_egress records what the server's packets say -------------------
+
+TEST_CASE("a segment starting beyond the server's receive window is dropped unjudged", "[evasion][server]") {
+  Fixture fx(kPolicy);
+  const uint32_t n = static_cast<uint32_t>(kAllowed.size());
+  SECTION("the SYN-ACK's window is never scaled") {
+    Conn conn(fx);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.syn_ack(7, 10).passed_unchanged());  // right edge: 10 bytes in, not 10 << 7
+    // the first head starts inside the window and runs past it: the server may take it
+    // (Linux does when its queue is empty), so it is judged
+    REQUIRE(conn.send(kAllowed).passed_unchanged());
+    // the next one starts beyond the edge: the server drops it, and so does the gateway
+    auto o = conn.send_at(n, kRefused);
+    CHECK(o.dropped());
+    CHECK(ignored(o, PD_IG_WINDOW) == 1);
+    CHECK(o.counter(PD_C_REQUESTS) == 0);
+    // the server takes the first head and opens its window (scaled by 2^7 now): judged
+    REQUIRE(conn.server(n, 1).passed_unchanged());
+    auto r = conn.send_at(n, kRefused);
+    CHECK(r.refused());
+    CHECK(r.verdict(PD_ACT_DENY) == 1);
+  }
+  SECTION("later windows are scaled by the shift the SYN-ACK set") {
+    for (const int ws : {-1, 0, 4}) {
+      INFO("window scale option " << ws);
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.syn_ack(ws, 10).passed_unchanged());
+      REQUIRE(conn.send(kAllowed).passed_unchanged());
+      // acknowledges all but 20 bytes of the first head, offers 3 << ws bytes: the right
+      // edge is 28 bytes past the head with a shift of 4, 17 bytes short of its end without
+      REQUIRE(conn.server(n - 20, 3).passed_unchanged());
+      auto o = conn.send_at(n, kAllowed);
+      if (ws == 4) {
+        CHECK(o.passed_unchanged());  // inside the window: judged and allowed
+        CHECK(o.counter(PD_C_REQUESTS) == 1);
+      } else {
+        CHECK(o.dropped());
+        CHECK(ignored(o, PD_IG_WINDOW) == 1);
+      }
+    }
+  }
+  SECTION("without the server's side (no SYN-ACK seen) nothing is assumed") {
+    Conn conn(fx);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.send(kAllowed).passed_unchanged());
+    CHECK(conn.send_at(n, kRefused).refused());
+  }
+}
+
+TEST_CASE("data acknowledging what the server has not sent is dropped unjudged", "[evasion][server]") {
+  Fixture fx(kPolicy);
+  Conn conn(fx);
+  REQUIRE(conn.syn().passed_unchanged());
+  REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+  Packet ahead = conn.at(0, kAllowed);
+  ahead.ack = conn.server_next() + 1000;
+  auto o = fx.run(ahead);
+  CHECK(o.dropped());
+  CHECK(ignored(o, PD_IG_ACK_UNSENT) == 1);
+  // once the server has sent those bytes the same ACK is fine
+  REQUIRE(conn.server(0, 512, 1000).passed_unchanged());
+  CHECK(fx.run(ahead).passed_unchanged());
+}
+
+TEST_CASE("a SYN flag on a segment of an established connection is dropped unjudged", "[evasion][server]") {
+  Fixture fx(kPolicy);
+  Conn conn(fx);
+  REQUIRE(conn.syn().passed_unchanged());
+  Packet p = conn.at(0, kAllowed);
+  p.flags = kSyn | kAck;
+  auto o = fx.run(p);
+  CHECK(o.dropped());
+  CHECK(ignored(o, PD_IG_SYN) == 1);
+  CHECK(conn.send_at(0, kRefused).refused());
+}
+
+// A connection whose first segment carried kAllowed and h2, both allowed (with the server's
+// SYN-ACK seen through pd_egress when server_side).
+static Conn two_heads(Fixture& fx, const std::string& h2, bool server_side = true) {
+  Conn conn(fx);
+  REQUIRE(conn.syn().passed_unchanged());
+  if (server_side) REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+  REQUIRE(conn.send(kAllowed + h2).passed_unchanged());
+  return conn;
+}
+
+TEST_CASE("earlier judged heads are held to their bytes until the server has them", "[evasion][server]") {
+  const uint32_t n = static_cast<uint32_t>(kAllowed.size());
+  const std::string h2 = get("/ok/bbbbb");
+  REQUIRE(h2.size() == n);
+  for (const bool open : {false, true}) {
+    INFO((open ? "fail_mode open" : "fail_mode closed"));
+    Fixture fx(open ? kOpenPolicy : kPolicy);
+    for (const bool server_side : {true, false}) {
+      INFO((server_side ? "with the server's side" : "without the server's side"));
+      SECTION(std::string("a changed copy of the first of two pipelined heads resets") + (open ? " (open)" : "") +
+              (server_side ? "" : " (no SYN-ACK)")) {
+        Conn conn = two_heads(fx, h2, server_side);
+        CHECK(conn.send_at(0, kAllowed).passed_unchanged());  // the same copy
+        CHECK(conn.send_at(0, kAllowed + h2).passed_unchanged());
+        auto r = conn.send_at(0, kRefused);
+        CHECK(r.refused());
+        CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+      }
+    }
+    SECTION(std::string("a kept head is checked even after the server acknowledged it") + (open ? " (open)" : "")) {
+      Conn conn = two_heads(fx, h2);
+      REQUIRE(conn.server(n, 512).passed_unchanged());  // has the first head, not the second
+      CHECK(conn.send_at(0, kAllowed).passed_unchanged());
+      // a piece of the acknowledged head cannot be checked, but the server drops it: passed
+      auto piece = conn.send_at(4, kRefused.substr(4, 8));
+      CHECK(piece.passed_unchanged());
+      CHECK(piece.reason(PD_R_UNCHECKED) == 0);
+      // a whole changed copy is evasion, acknowledged or not
+      auto r = conn.send_at(0, kRefused);
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION(std::string("a piece of an earlier head cannot be checked: the fail mode") + (open ? " (open)" : "")) {
+      Conn conn = two_heads(fx, h2);
+      auto r = conn.send_at(4, kAllowed.substr(4, 8));
+      CHECK(r.reason(PD_R_UNCHECKED) == 1);
+      if (open)
+        CHECK(r.passed_unchanged());
+      else
+        CHECK(r.refused());
+    }
+    SECTION(std::string("more unacknowledged heads than are kept: the oldest cannot be checked") +
+            (open ? " (open)" : "")) {
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+      std::string five;
+      for (char c : std::string("abcde")) five += get("/ok/" + std::string(5, c));
+      REQUIRE(conn.send(five).passed_unchanged());
+      REQUIRE(conn.server(0, 512).passed_unchanged());
+      // heads 2-5 are kept: a copy of head 3 is checked and passes
+      CHECK(conn.send_at(2 * n, five.substr(2 * n, n)).passed_unchanged());
+      // head 1 is not: even the same bytes cannot be told from others
+      auto r = conn.send_at(0, five.substr(0, n));
+      CHECK(r.reason(PD_R_UNCHECKED) == 1);
+      if (open)
+        CHECK(r.passed_unchanged());
+      else
+        CHECK(r.refused());
+      if (!open) return;
+      // acknowledged, it no longer matters
+      REQUIRE(conn.server(n, 512).passed_unchanged());
+      auto again = conn.send_at(0, five.substr(0, n));
+      CHECK(again.passed_unchanged());
+      CHECK(again.reason(PD_R_UNCHECKED) == 0);
+    }
+  }
+}
+
+TEST_CASE("a SYN on an open connection's 4-tuple changes nothing until the server takes it", "[evasion][server]") {
+  Fixture fx(kPolicy);
+  const uint16_t port = 41001;
+  SECTION("the server ignores it: the old connection's next head is still judged") {
+    Conn conn(fx, 4, port);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+    REQUIRE(conn.send(kAllowed).passed_unchanged());
+    // a SYN 2^30 ahead: restarting the flow there would make the old connection's bytes
+    // "before the head" (passed unjudged) while the established server reads them
+    Conn other(fx, 4, port);
+    other.set_isn(100000 + 0x40000000u);
+    CHECK(other.syn().passed_unchanged());  // the server answers it (with a challenge ACK)
+    REQUIRE(conn.server(static_cast<uint32_t>(kAllowed.size()), 512).passed_unchanged());
+    auto r = conn.send(kRefused);
+    CHECK(r.refused());
+    CHECK(r.verdict(PD_ACT_DENY) == 1);
+  }
+  SECTION("the server answers it with a SYN-ACK: a new connection, judged from its start") {
+    Conn conn(fx, 4, port);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+    REQUIRE(conn.send(kAllowed).passed_unchanged());
+    Conn other(fx, 4, port);
+    other.set_isn(100000 + 0x40000000u);
+    REQUIRE(other.syn().passed_unchanged());
+    REQUIRE(other.syn_ack(7, 65535).passed_unchanged());
+    CHECK(other.send(kAllowed).passed_unchanged());
+    CHECK(other.send(kRefused).refused());
+  }
+  SECTION("data on such a SYN is dropped: it belongs to no connection yet") {
+    Conn conn(fx, 4, port);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+    Conn other(fx, 4, port);
+    other.set_isn(5000);
+    Packet p = other.base();
+    p.flags = kSyn;
+    p.seq = 5000;
+    p.ack = 0;
+    p.payload = kAllowed;
+    CHECK(fx.run(p).dropped());
+    CHECK(conn.send(kRefused).refused());
+  }
+  SECTION("a SYN sent again before the handshake completes: the SYN-ACK sent again restarts nothing") {
+    Conn conn(fx, 4, port);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+    CHECK(conn.send(kAllowed).passed_unchanged());
+    CHECK(conn.send(kRefused).refused());
+  }
+}
+
+TEST_CASE("data on the SYN (TCP Fast Open) is a head like any other", "[evasion][tfo]") {
+  Fixture fx(kPolicy);
+  for (const auto& [head, allowed] : {std::pair{kAllowed, true}, std::pair{kRefused, false}}) {
+    Conn conn(fx);
+    Packet syn = conn.base();
+    syn.flags = kSyn;
+    syn.seq = 100000;
+    syn.ack = 0;
+    syn.payload = head;
+    auto o = fx.run(syn);
+    CHECK(o.counter(PD_C_REQUESTS) == 1);
+    if (allowed)
+      CHECK(o.passed_unchanged());
+    else
+      CHECK(o.verdict(PD_ACT_DENY) == 1);
+    for (unsigned i = 0; i < PD_IG_MAX; ++i) CHECK(ignored(o, i) == 0);
+  }
+}

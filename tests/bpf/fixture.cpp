@@ -94,6 +94,52 @@ Packet Conn::base() const {
   return p;
 }
 
+Outcome Fixture::run_egress(const Packet& p) {
+  Outcome o;
+  o.in = p.build();
+  o.out.assign(o.in.size() + 64, 0);
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = o.in.data(), .data_out = o.out.data(),
+              .data_size_in = static_cast<uint32_t>(o.in.size()),
+              .data_size_out = static_cast<uint32_t>(o.out.size()), .repeat = 1);
+  REQUIRE(bpf_prog_test_run_opts(dp_->egress_prog_fd(), &opts) == 0);
+  o.retval = static_cast<int>(opts.retval);
+  o.out.resize(opts.data_size_out);
+  o.tcp = parse(o.out);
+  return o;
+}
+
+namespace {
+
+// The server's packet of a connection: addresses and ports the other way round.
+Packet reversed(Packet p) {
+  std::swap(p.src, p.dst);
+  std::swap(p.sport, p.dport);
+  return p;
+}
+
+}  // namespace
+
+Outcome Conn::syn_ack(int wscale, uint16_t window) {
+  Packet p = reversed(base());
+  p.flags = kSyn | kAck;
+  p.seq = srv_ - 1;
+  p.ack = isn_ + 1;
+  p.window = window;
+  if (wscale >= 0) p.tcp_options = std::string("\x01\x03\x03", 3) + static_cast<char>(wscale);
+  return fx_.run_egress(p);
+}
+
+Outcome Conn::server(uint32_t rel_ack, uint16_t window, uint32_t data_len) {
+  Packet p = reversed(base());
+  p.flags = kAck | (data_len ? kPsh : 0);
+  p.seq = srv_;
+  p.ack = isn_ + 1 + rel_ack;
+  p.window = window;
+  p.payload.assign(data_len, 'r');
+  srv_ += data_len;
+  return fx_.run_egress(p);
+}
+
 Outcome Conn::syn() {
   Packet p = base();
   p.flags = kSyn;

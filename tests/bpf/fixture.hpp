@@ -33,6 +33,8 @@ class Fixture {
   explicit Fixture(const std::string& policy_yaml);
   void apply(const std::string& policy_yaml);  // commit another generation
   Outcome run(const Packet& p);
+  // Through the program attached at egress (pd_egress): a packet of the server to a client.
+  Outcome run_egress(const Packet& p);
   chain::Dataplane& dp() { return *dp_; }
 
  private:
@@ -48,6 +50,12 @@ class Conn {
   Outcome send(const std::string& data);                     // next in-order segment
   Outcome send_at(uint32_t rel_seq, const std::string& data);  // relative to the first data byte
   Outcome fin();
+  // The server's side, through pd_egress: its SYN-ACK (a window scale option unless
+  // wscale < 0), and later packets acknowledging rel_ack bytes of the client's data with
+  // window `window` (as sent: unscaled) and `data_len` bytes of its own.
+  Outcome syn_ack(int wscale, uint16_t window);
+  Outcome server(uint32_t rel_ack, uint16_t window, uint32_t data_len = 0);
+  uint32_t server_next() const { return srv_; }
   Packet base() const;
   // The segment send_at() would send, to change before Fixture::run().
   Packet at(uint32_t rel_seq, const std::string& data) const;

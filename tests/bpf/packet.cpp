@@ -79,7 +79,7 @@ std::vector<uint8_t> Packet::build() const {
     put32(f, l4 + 8, ack);
     f[l4 + 12] = static_cast<uint8_t>((l4_hdr / 4) << 4);
     f[l4 + 13] = flags;
-    put16(f, l4 + 14, 65535);
+    put16(f, l4 + 14, window);
     put16(f, l4 + 18, urgent);
     std::memcpy(&f[l4 + 20], opts.data(), opts.size());
   } else {

@@ -29,6 +29,7 @@ struct Packet {
   uint8_t ttl = 64;             // IPv4 TTL / IPv6 hop limit
   std::string tcp_options;      // raw option bytes (padded with NOPs to a multiple of 4)
   uint16_t urgent = 0;          // urgent pointer (with kUrg in flags)
+  uint16_t window = 65535;      // the TCP window field
   bool bad_checksum = false;    // the TCP/UDP checksum off by one
   std::string payload;
 

@@ -59,6 +59,8 @@ Steps:
                          "window": N     TCP window (default 65535)
                          "ack_field": false  a zero acknowledgment field when the ACK flag is
                                          off (by default it carries the real value anyway)
+                         "ack_delta": N  add N to the acknowledgment field (an ACK of bytes the
+                                         server never sent, or one older than it accepts)
   {"sleep_ms": N}      read for N ms
   {"await": "ack", "at": OFF, "wait_ms": N}   until the server acked OFF (default: all sent)
   {"await": "response", "wait_ms": N}         until a whole response head, a RST or a FIN
@@ -555,6 +557,8 @@ class Conn:
         # the acknowledgment field carries the real value even without the ACK flag (a
         # receiver ignores it then; the gateway's replies take their sequence number from it)
         ack = self.ack_value() if (flags & F_ACK or step.get("ack_field", self.synack)) else 0
+        if ack and step.get("ack_delta"):
+            ack = (ack + int(step["ack_delta"])) & MASK
         tcp = TCP(sport=self.sport, dport=self.dport, seq=seq & MASK, ack=ack, flags=flags,
                   window=int(step.get("window", 65535)), urgptr=int(urg or 0), options=opts)
         l4 = tcp / Raw(payload) if payload else tcp

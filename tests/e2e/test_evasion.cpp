@@ -339,6 +339,15 @@ TEST_CASE("evasion: a segment with an old timestamp (PAWS) is not judged", "[e2e
   discarded_segment_case("paws", "old_timestamp", false, {{"tsval", 5}}, {{"ts", true}, {"tsval", 1000000}});
 }
 
+// What the server's own packets say (the gateway reads them at the egress of the same link).
+TEST_CASE("evasion: a segment acknowledging data the server never sent is not judged", "[e2e][evasion][discard][server]") {
+  discarded_segment_case("ackahead", "ack_of_unsent_data", false, {{"ack_delta", 100000}});
+}
+
+TEST_CASE("evasion: a segment with a SYN flag on an open connection is not judged", "[e2e][evasion][discard][server]") {
+  discarded_segment_case("synflag", "syn_on_connection", false, {{"flags", "SA"}});
+}
+
 // ===========================================================================================
 // Retransmissions
 
@@ -426,6 +435,100 @@ TEST_CASE("evasion: a segment far outside the window is not judged", "[e2e][evas
     check_client_refused(res[3]);
     check_never_served(env.nginx, "/admin/far-4");
   }
+}
+
+// A head that starts beyond the right edge of the server's receive window is dropped by the
+// server, so the gateway drops it unjudged too: even a refused one draws no 403 or reset.
+// The window (~64 KB after the handshake) is left far behind by skipping a POST's body.
+TEST_CASE("evasion: a head beyond the server's receive window is not judged", "[e2e][evasion][window][server]") {
+  CraftEnv env(http_policy());
+  const auto before = stats(env.daemon);
+  const long body = 400000;
+  const std::string post =
+      cat("POST /files/win-post HTTP/1.1\r\nHost: ", kFiles, "\r\nContent-Length: ", body, "\r\n\r\n");
+  const long n = static_cast<long>(post.size());
+  json conns = json::array();
+  conns.push_back(conn({syn(), send(post), await_ack(n), send_at(refused("win-1"), n + body, {{"stream", false}}),
+                        sleep_ms(300)}));
+  const auto res = env.peer.run(conns);
+  env.nginx.sync();
+  const auto after = stats(env.daemon);
+  {
+    INFO("craft.py summary: " << res[0].dump());
+    CHECK(res[0].at("acked").get<long>() >= n);  // the POST's head got through
+    CHECK(!reset(res[0]));                        // the refused head was not judged:
+    CHECK(!gateway_403(res[0]));                  // no 403 (nginx's 200 is for the POST)
+  }
+  check_never_served(env.nginx, "/admin/win-1");
+  auto ignored = [](const json& j) {
+    const auto& g = j.at("ignored");
+    return g.contains("outside_window") ? g.at("outside_window").get<std::uint64_t>() : 0;
+  };
+  INFO("ignored before " << before.at("ignored").dump() << " after " << after.at("ignored").dump());
+  CHECK(ignored(after) >= ignored(before) + 1);
+}
+
+// Pipelined heads the server has not acknowledged are all held to their bytes, not only the
+// last one. The first copy is made one the server discards and the gateway cannot predict: an
+// ACK older than the server accepts (RFC 5961 5.2), on a segment whose changed window keeps
+// Linux off its header-prediction path. The gateway judges and passes both heads; the server
+// drops them; a changed copy of the first head must then reset, not be served.
+TEST_CASE("evasion: a changed copy of an earlier pipelined head resets", "[e2e][evasion][retransmission][server]") {
+  CraftEnv env(http_policy());
+  auto pipelined = [](const std::string& tag) {
+    return std::pair{cat("GET /files/", tag, "-1 HTTP/1.1\r\nHost: ", kFiles, "\r\n\r\n"),
+                     cat("GET /files/", tag, "-2 HTTP/1.1\r\nHost: ", kFiles, "\r\nConnection: close\r\n\r\n")};
+  };
+  const json old_ack = {{"ack_delta", -1000}, {"window", 1000}, {"stream", false}, {"pause_ms", 150}};
+  json conns = json::array();
+  {
+    // the control: the same two heads again, with a valid ACK: both served
+    auto [h1, h2] = pipelined("pl-same");
+    conns.push_back(conn({syn(), send(h1 + h2, old_ack), send_at(h1 + h2, 0), await_response(), deliver()}));
+  }
+  {
+    // the first head changed (same length) in the copy the server takes
+    auto [h1, h2] = pipelined("pl-diff");
+    std::string changed = h1;
+    changed.replace(5, 5, "admin");
+    conns.push_back(conn({syn(), send(h1 + h2, old_ack), send_at(changed, 0), await_response(), sleep_ms(300)}));
+  }
+  const auto res = env.peer.run(conns);
+  env.nginx.sync();
+  {
+    INFO("the same pipelined heads again");
+    INFO("craft.py summary: " << res[0].dump());
+    CHECK(status_of(res[0]) == 200);
+    check_served_once(env.nginx, "/files/pl-same-1");
+    check_served_once(env.nginx, "/files/pl-same-2");
+  }
+  {
+    INFO("the first of two pipelined heads changed");
+    check_client_reset(res[1]);
+    check_never_served(env.nginx, "/admin/pl-diff-1");
+  }
+}
+
+// A SYN on the 4-tuple of an open connection: the established server answers it with a
+// challenge ACK and goes on with the old connection, so the gateway must not restart its view
+// of the stream there (the old connection's next bytes would be "before the head" of the new
+// one, and pass unjudged). Only the server's SYN-ACK would make it a new connection.
+TEST_CASE("evasion: a SYN on an open connection does not restart the gateway's view", "[e2e][evasion][server]") {
+  CraftEnv env(http_policy());
+  const std::string first = cat("GET /files/syn-1 HTTP/1.1\r\nHost: ", kFiles, "\r\n\r\n");
+  const long n = static_cast<long>(first.size());
+  json conns = json::array();
+  conns.push_back(conn({syn(), send(first), await_response(),
+                        send_at("", n + (1L << 30), {{"flags", "S"}, {"stream", false}, {"pause_ms", 100}}),
+                        send(refused("syn-1")), await_response(), sleep_ms(300)}));
+  const auto res = env.peer.run(conns);
+  env.nginx.sync();
+  INFO("craft.py summary: " << res[0].dump());
+  check_served_once(env.nginx, "/files/syn-1");
+  check_never_served(env.nginx, "/admin/syn-1");
+  // nginx's 200 for the first request, then the gateway's 403 for the second
+  CHECK(res[0].at("statuses") == json::array({200, 403}));
+  CHECK(data_of(res[0]).find("Server: policyd") != std::string::npos);
 }
 
 TEST_CASE("evasion: out-of-order and overlapping segments of a head", "[e2e][evasion][reorder]") {

@@ -3,8 +3,9 @@
 // the server's IPv4 address through it) is created after the daemon started. IPv6 still goes
 // through gw-c, which matches no glob and must be left alone.
 //
-// Asserted: the new link is attached and enforced; gw-c is never touched; deleting the clsact
-// qdisc or just the filter gets it back (logged) and enforcement resumes; a rename out of the
+// Asserted: the new link is attached (ingress and egress) and enforced; gw-c is never touched;
+// deleting the clsact qdisc, just the ingress filter or just the egress filter gets it back
+// (logged) and enforcement resumes; a rename out of the
 // globs detaches, a rename back attaches; a deleted link is forgotten. The waits are bounds
 // (5 s) on behaviour; the reaction times measured are printed, and the daemon keeps its own
 // (status: links.max_reaction_us).
@@ -24,15 +25,21 @@ constexpr const char* kLinkClient = "203.0.113.2/24";
 
 json status(const Daemon& d) { return ctl_json(d, "status"); }
 
-// The TC filters on an interface's ingress in the gateway, as `tc` prints them.
-std::string ingress_filters(const Topology& topo, const std::string& ifname) {
-  auto r = topo.exec(Role::gw, {"tc", "filter", "show", "dev", ifname, "ingress"});
+// The TC filters at one hook of a gateway interface ("ingress" / "egress"), as `tc` prints them.
+std::string tc_filters(const Topology& topo, const std::string& ifname, const char* hook) {
+  auto r = topo.exec(Role::gw, {"tc", "filter", "show", "dev", ifname, hook});
   return r.out;
 }
 
-bool has_policyd_filter(const Topology& topo, const std::string& ifname) {
-  return ingress_filters(topo, ifname).find("pd_entry") != std::string::npos;
+// policyd's two filters: the chain at ingress, the server-side recorder at egress.
+int policyd_filters(const Topology& topo, const std::string& ifname) {
+  return (tc_filters(topo, ifname, "ingress").find("pd_entry") != std::string::npos) +
+         (tc_filters(topo, ifname, "egress").find("pd_egress") != std::string::npos);
 }
+
+// Both of them (true), or neither (false).
+bool has_policyd_filter(const Topology& topo, const std::string& ifname) { return policyd_filters(topo, ifname) == 2; }
+bool no_policyd_filter(const Topology& topo, const std::string& ifname) { return policyd_filters(topo, ifname) == 0; }
 
 // Polls (bounded) until has_policyd_filter(ifname) == want; returns the time it took, or
 // nullopt if the bound passed.
@@ -40,7 +47,7 @@ std::optional<std::chrono::microseconds> wait_filter(const Topology& topo, const
                                                      Millis bound = 5s) {
   const auto start = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() - start < bound) {
-    if (has_policyd_filter(topo, ifname) == want)
+    if (want ? has_policyd_filter(topo, ifname) : no_policyd_filter(topo, ifname))
       return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
     std::this_thread::sleep_for(2ms);
   }
@@ -96,7 +103,7 @@ TEST_CASE("rtnetlink: late links are attached, removed filters come back, rename
 
   // before the link exists: nothing enforces, and gw-c is not ours
   CHECK(via_v4(topo, "/admin").http_code == 200);
-  CHECK_FALSE(has_policyd_filter(topo, "gw-c"));
+  CHECK(no_policyd_filter(topo, "gw-c"));
 
   add_link(topo, "gwl0");
   auto t = wait_filter(topo, "gwl0", true);
@@ -110,7 +117,7 @@ TEST_CASE("rtnetlink: late links are attached, removed filters come back, rename
   }
   // a non-matching interface is left alone: IPv6 through gw-c is not enforced
   CHECK(via_v6(topo, "/admin").http_code == 200);
-  CHECK_FALSE(has_policyd_filter(topo, "gw-c"));
+  CHECK(no_policyd_filter(topo, "gw-c"));
   {
     auto s = status(daemon);
     INFO(s.dump());
@@ -132,14 +139,21 @@ TEST_CASE("rtnetlink: late links are attached, removed filters come back, rename
     REQUIRE(t);
     report("ingress filters deleted", t);
     check_gateway_403(via_v4(topo, "/admin"));
+
+    // the egress filter alone (the server's side): put back too
+    REQUIRE(topo.exec(Role::gw, {"tc", "filter", "del", "dev", "gwl0", "egress"}).exit_code == 0);
+    t = wait_filter(topo, "gwl0", true);
+    REQUIRE(t);
+    report("egress filters deleted", t);
+    check_gateway_403(via_v4(topo, "/admin"));
     auto s = status(daemon);
     INFO(s.dump());
-    CHECK(s["links"]["reattached"] == 2);
+    CHECK(s["links"]["reattached"] == 3);
     CHECK(s["links"]["max_reaction_us"].get<int64_t>() > 0);
     // and the same counts on the metrics endpoint (the daemon's default 127.0.0.1:9464)
     auto m = topo.exec(Role::gw, {"curl", "-s", "--max-time", "5", "http://127.0.0.1:9464/metrics"});
     INFO(m.out);
-    CHECK(m.out.find("policyd_interface_changes_total{change=\"reattached\"} 2\n") != std::string::npos);
+    CHECK(m.out.find("policyd_interface_changes_total{change=\"reattached\"} 3\n") != std::string::npos);
     CHECK(m.out.find("policyd_interface_changes_total{change=\"attached\"} 1\n") != std::string::npos);
     CHECK(m.out.find("policyd_interface_attached{interface=\"gwl0\",ifindex=") != std::string::npos);
     std::printf("  [links] the daemon's own reaction (notification read -> filter attached): last %lld us, max %lld us\n",
@@ -194,7 +208,7 @@ TEST_CASE("rtnetlink: an apply that changes the globs moves the chain", "[rtnetl
   add_link(topo, "gwl0");
   check_gateway_403(via_v6(topo, "/admin"));  // gw-c is enforced
   CHECK(via_v4(topo, "/admin").http_code == 200);  // gwl0 matches nothing yet
-  CHECK_FALSE(has_policyd_filter(topo, "gwl0"));
+  CHECK(no_policyd_filter(topo, "gwl0"));
 
   // Only `interfaces` differs, so the tables are unchanged ("policy unchanged" is the reload's
   // outcome line) and the attachments move right after it: wait for them, bounded.

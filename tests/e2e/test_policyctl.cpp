@@ -115,6 +115,8 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
     CHECK(exited);
     auto filters = env.topo.exec(Role::gw, {"tc", "filter", "show", "dev", std::string(kGatewayClientIf), "ingress"});
     CHECK(filters.out.find("pd_entry") == std::string::npos);
+    auto egress = env.topo.exec(Role::gw, {"tc", "filter", "show", "dev", std::string(kGatewayClientIf), "egress"});
+    CHECK(egress.out.find("pd_egress") == std::string::npos);
     CHECK(code(env.topo, "/admin") == 200);  // nothing enforces any more
   }
 

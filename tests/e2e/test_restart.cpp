@@ -16,7 +16,8 @@ namespace {
 // prog id of every pinned stage program
 std::map<std::string, int> prog_ids(const Daemon& d) {
   std::map<std::string, int> ids;
-  for (const char* name : {"prog_entry", "prog_http", "prog_sni", "prog_host", "prog_path", "prog_verdict"}) {
+  for (const char* name :
+       {"prog_entry", "prog_egress", "prog_http", "prog_sni", "prog_host", "prog_path", "prog_verdict"}) {
     auto r = run({"bpftool", "-j", "prog", "show", "pinned", cat(d.pin_dir(), "/", name)}, 5s);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
@@ -25,8 +26,8 @@ std::map<std::string, int> prog_ids(const Daemon& d) {
   return ids;
 }
 
-int attached_prog_id(const Topology& topo) {
-  auto r = topo.exec(Role::gw, {"tc", "filter", "show", "dev", std::string(kGatewayClientIf), "ingress"});
+int attached_prog_id(const Topology& topo, const char* hook = "ingress") {
+  auto r = topo.exec(Role::gw, {"tc", "filter", "show", "dev", std::string(kGatewayClientIf), hook});
   auto at = r.out.find(" id ");
   if (at == std::string::npos) return 0;
   return std::stoi(r.out.substr(at + 4));
@@ -38,6 +39,7 @@ TEST_CASE("restarts keep the chain, its programs and its connections", "[restart
   Env env(http_policy());
   const auto ids = prog_ids(env.daemon);
   REQUIRE(attached_prog_id(env.topo) == ids.at("prog_entry"));
+  REQUIRE(attached_prog_id(env.topo, "egress") == ids.at("prog_egress"));
 
   // A keep-alive connection that outlives two restarts: a request before, one between,
   // and two after (allowed and denied).
@@ -63,6 +65,7 @@ TEST_CASE("restarts keep the chain, its programs and its connections", "[restart
     CHECK(env.daemon.log().find("policy unchanged") != std::string::npos);
     CHECK(prog_ids(env.daemon) == ids);
     CHECK(attached_prog_id(env.topo) == ids.at("prog_entry"));
+    CHECK(attached_prog_id(env.topo, "egress") == ids.at("prog_egress"));
 
     std::this_thread::sleep_for(2500ms);
     env.daemon.kill9();
