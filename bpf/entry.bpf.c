@@ -139,25 +139,6 @@ PD_INLINE int pd_judge_head(struct __sk_buff *skb, struct pd_ctx *ctx)
 	return pd_tail(skb, ctx, PD_STAGE_HTTP);
 }
 
-/* Copy len payload bytes at skb offset off into buf[pos..]. buf is PD_HEAD_MAX + SLACK
- * long; pos < PD_HEAD_MAX and each piece <= PD_COPY_CHUNK keeps every write in bounds. */
-PD_INLINE int pd_copy_in(struct __sk_buff *skb, __u32 off, __u8 *buf, __u32 pos, __u32 len)
-{
-	for (int i = 0; i < PD_HEAD_MAX / PD_COPY_CHUNK; i++) {
-		if (len == 0)
-			return 0;
-		__u32 n = len > PD_COPY_CHUNK ? PD_COPY_CHUNK : len;
-		if (n < 1 || pos >= PD_HEAD_MAX)
-			return -1;
-		if (bpf_skb_load_bytes(skb, off, buf + PD_HEAD_IDX(pos), n) < 0)
-			return -1;
-		off += n;
-		pos += n;
-		len -= n;
-	}
-	return len == 0 ? 0 : -1;
-}
-
 /* Compare len payload bytes at skb offset off with buf[pos..]: 0 if equal. The segment's
  * bytes are loaded 64 at a time into ctx->work (a map value: no stack for them). */
 struct pd_cmp {

@@ -4,6 +4,7 @@
  * Also walks chunked-body framing so the next request on the connection is found. */
 #include "pd_common.h"
 #include "pd_parse.h"
+#include "pd_segment.h"
 
 enum {
 	S_LEAD = 0,   /* empty lines before the request line */
@@ -548,12 +549,24 @@ PD_INLINE int walk_chunks(struct __sk_buff *skb, struct pd_ctx *ctx)
 		.off = ctx->payload_off + (f->next_seq - ctx->seq),
 		.end = ctx->payload_off + ctx->payload_len,
 	};
+	__u32 start = w.off;
 	bpf_loop(PD_CHUNK_STEPS, walk_cb, &w, 0);
 	if (w.bad || (!w.done && w.off < w.end)) {
 		f->state = PD_FS_FINAL;
 		f->verdict = PD_ACT_RESET;
 		pd_fail(ctx, PD_R_BAD_BODY);
 		return pd_tail(skb, ctx, PD_STAGE_VERDICT);
+	}
+	if (f->srv == PD_SRV_SEEN) {
+		/* The framing read here decides where the next request starts: a copy of these
+		 * bytes the server takes instead (it may drop this one for reasons the gateway
+		 * cannot see) must be the same bytes. Kept until the server acknowledges them. */
+		__u32 to = w.off < w.end ? w.off : w.end;
+		__u32 n = to - start, from = ctx->seq + (start - ctx->payload_off);
+		if (n > 0 && n <= PD_HEAD_MAX && pd_copy_in(skb, start, ctx->head.buf, 0, n) == 0)
+			pd_remember_framing(f, from, n, pd_digest(ctx->head.buf, n, f->digest_key));
+		else if (n > 0)
+			pd_mark_unchecked(f, from + n);
 	}
 	f->next_seq = ctx->seq + (w.off - ctx->payload_off);
 	if (!w.done)

@@ -272,8 +272,8 @@ struct pd_flow {
 	__u8 srv_wscale;    /* its window scale (0 if not negotiated) */
 	__u8 older_next;    /* next slot of older[] to write */
 	__u8 unchecked;     /* unchecked_end holds */
-	/* Judged bytes another copy is checked against start here (the oldest kept head, or
-	 * a head older[] no longer holds); they end at judged_seq + judged_len. */
+	/* Judged bytes another copy is checked against start here (the oldest kept record, or
+	 * where a record older[] no longer holds may be); they end at check_hi. */
 	__u32 check_lo;
 	/* End of the newest head dropped from older[] before the server acknowledged it: a
 	 * copy of bytes before it (and at or after srv_ack) cannot be checked. */
@@ -284,7 +284,11 @@ struct pd_flow {
 	__u32 syn_isn;
 	__u8 syn_pending;
 	__u8 pad2[3];
-	struct pd_judged older[PD_OLDER_HEADS]; /* earlier judged heads, until acknowledged */
+	__u32 check_hi;     /* end of the judged (or read: chunk framing) bytes kept in records */
+	__u32 pad3;
+	/* earlier judged heads (until acknowledged) and, with the server's side, segments of
+	 * chunked-body framing: whole copies are held to their digests */
+	struct pd_judged older[PD_OLDER_HEADS];
 };
 
 /* What the accumulation entry holds of a flow's last judged head. */

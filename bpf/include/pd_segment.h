@@ -123,6 +123,25 @@ PD_INLINE __u64 pd_tcp_options(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 
 	return pd_tcp_options_in(skb, (struct pd_opt_walk *)ctx->work, l4_off, payload_off);
 }
 
+/* Copy len payload bytes at skb offset off into buf[pos..]. buf is PD_HEAD_MAX + SLACK
+ * long; pos < PD_HEAD_MAX and each piece <= PD_COPY_CHUNK keeps every write in bounds. */
+PD_INLINE int pd_copy_in(struct __sk_buff *skb, __u32 off, __u8 *buf, __u32 pos, __u32 len)
+{
+	for (int i = 0; i < PD_HEAD_MAX / PD_COPY_CHUNK; i++) {
+		if (len == 0)
+			return 0;
+		__u32 n = len > PD_COPY_CHUNK ? PD_COPY_CHUNK : len;
+		if (n < 1 || pos >= PD_HEAD_MAX)
+			return -1;
+		if (bpf_skb_load_bytes(skb, off, buf + PD_HEAD_IDX(pos), n) < 0)
+			return -1;
+		off += n;
+		pos += n;
+		len -= n;
+	}
+	return len == 0 ? 0 : -1;
+}
+
 /* ---- digest of a judged head ------------------------------------------------------------
  * Keyed per connection with a random key the client never sees, so a different head with
  * the same digest cannot be prepared in advance. Over buf[0..len), 8 bytes at a time. */
@@ -217,42 +236,44 @@ PD_INLINE void pd_flow_start(struct pd_flow *f, __u32 isn, __u8 has_ts, __u32 ts
 	f->has_ts = has_ts;
 	f->ts_recent = tsval;
 	f->syn_pending = 0;
+	f->check_hi = isn + 1;
 	f->digest_key = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
 }
 
-/* A head was allowed: it becomes the last judged head, the one before moves to older[]. */
-PD_INLINE void pd_remember_head(struct pd_flow *f, __u32 seq, __u32 len, __u8 held, __u64 digest)
+/* [seq, end) was judged or read, but no record of it can be kept: copies of it the server
+ * does not have yet cannot be checked. Only with the server's side: without it nothing
+ * tells which copies could still matter. */
+PD_INLINE void pd_mark_unchecked(struct pd_flow *f, __u32 end)
 {
-	__u32 pl = f->judged_len, ps = f->judged_seq;
-	if (pl && !pd_srv_has(f, ps + pl)) {
-		__u32 i = f->older_next;
-		if (i >= PD_OLDER_HEADS)
-			i = 0;
-		struct pd_judged *o = &f->older[i];
-		__u32 oe = o->seq + o->len;
-		if (o->len && f->srv == PD_SRV_SEEN && !pd_srv_has(f, oe)) {
-			/* a head the server does not have yet drops out: copies of bytes before
-			 * its end can no longer be checked */
-			if (!f->unchecked || pd_seq_before(f->unchecked_end, oe))
-				f->unchecked_end = oe;
-			f->unchecked = 1;
-		}
-		o->seq = ps;
-		o->len = (__u16)pl;
-		o->digest = f->digest;
-		f->older_next = i + 1 >= PD_OLDER_HEADS ? 0 : i + 1;
-	}
-	f->judged_seq = seq;
-	f->judged_len = (__u16)len;
-	f->held = held;
-	f->digest = digest;
-	/* the start of everything a copy is checked against */
-	__u32 lo = seq;
+	if (f->srv != PD_SRV_SEEN || pd_srv_has(f, end))
+		return;
+	if (!f->unchecked || pd_seq_before(f->unchecked_end, end))
+		f->unchecked_end = end;
+	f->unchecked = 1;
+}
+
+/* Keep [seq, seq + len) with its digest in older[], in place of the oldest record. */
+PD_INLINE void pd_keep_older(struct pd_flow *f, __u32 seq, __u32 len, __u64 digest)
+{
+	__u32 i = f->older_next;
+	if (i >= PD_OLDER_HEADS)
+		i = 0;
+	struct pd_judged *o = &f->older[i];
+	if (o->len)
+		pd_mark_unchecked(f, o->seq + o->len); /* it drops out */
+	o->seq = seq;
+	o->len = (__u16)len;
+	o->digest = digest;
+	f->older_next = i + 1 >= PD_OLDER_HEADS ? 0 : i + 1;
+}
+
+/* check_lo / check_hi: where the bytes start and end that a copy is checked against. */
+PD_INLINE void pd_check_bounds(struct pd_flow *f, __u32 end)
+{
+	__u32 lo = f->judged_len ? f->judged_seq : end;
 	for (int i = 0; i < PD_OLDER_HEADS; i++) {
 		struct pd_judged *o = &f->older[i];
-		if (!o->len)
-			continue;
-		if (pd_seq_before(o->seq, lo))
+		if (o->len && pd_seq_before(o->seq, lo))
 			lo = o->seq;
 	}
 	if (f->unchecked && pd_srv_has(f, f->unchecked_end))
@@ -260,6 +281,29 @@ PD_INLINE void pd_remember_head(struct pd_flow *f, __u32 seq, __u32 len, __u8 he
 	if (f->unchecked && pd_seq_before(f->srv_ack, lo))
 		lo = f->srv_ack;
 	f->check_lo = lo;
+	if (pd_seq_before(f->check_hi, end))
+		f->check_hi = end;
+}
+
+/* A head was allowed: it becomes the last judged head, the one before moves to older[]. */
+PD_INLINE void pd_remember_head(struct pd_flow *f, __u32 seq, __u32 len, __u8 held, __u64 digest)
+{
+	__u32 pl = f->judged_len, ps = f->judged_seq;
+	if (pl && !pd_srv_has(f, ps + pl))
+		pd_keep_older(f, ps, pl, f->digest);
+	f->judged_seq = seq;
+	f->judged_len = (__u16)len;
+	f->held = held;
+	f->digest = digest;
+	pd_check_bounds(f, seq + len);
+}
+
+/* Chunked-body framing read in buf[0..len) = the segment's bytes [seq, seq + len): kept like
+ * an earlier head, so a copy the server takes instead cannot move the request boundary. */
+PD_INLINE void pd_remember_framing(struct pd_flow *f, __u32 seq, __u32 len, __u64 digest)
+{
+	pd_keep_older(f, seq, len, digest);
+	pd_check_bounds(f, seq + len);
 }
 
 /* Does [seq, end) hold bytes a copy of which must be checked? (the fast path's test) */
@@ -267,8 +311,7 @@ PD_INLINE int pd_overlaps_judged(struct pd_flow *f, __u32 seq, __u32 end)
 {
 	if (!f->judged_len)
 		return 0;
-	__u32 hi = f->judged_seq + f->judged_len, lo = f->check_lo;
-	return pd_seq_before(seq, hi) && pd_seq_before(lo, end);
+	return pd_seq_before(seq, f->check_hi) && pd_seq_before(f->check_lo, end);
 }
 
 #endif /* PD_SEGMENT_H */

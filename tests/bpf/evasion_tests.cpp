@@ -447,3 +447,31 @@ TEST_CASE("data on the SYN (TCP Fast Open) is a head like any other", "[evasion]
     for (unsigned i = 0; i < PD_IG_MAX; ++i) CHECK(ignored(o, i) == 0);
   }
 }
+
+TEST_CASE("chunked-body framing the server may not have is held to its bytes", "[evasion][server][chunked]") {
+  for (const bool open : {false, true}) {
+    INFO((open ? "fail_mode open" : "fail_mode closed"));
+    Fixture fx(open ? kOpenPolicy : kPolicy);
+    const std::string post =
+        "POST /ok/up HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+    const std::string chunk = "5\r\nhello\r\n";
+    const std::string smuggle = "0\r\n\r\nGET /";  // same length: ends the body early
+    REQUIRE(chunk.size() == smuggle.size());
+    const uint32_t p = static_cast<uint32_t>(post.size());
+    Conn conn(fx);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+    REQUIRE(conn.send(post).passed_unchanged());
+    REQUIRE(conn.send(chunk).passed_unchanged());
+    CHECK(conn.send_at(p, chunk).passed_unchanged());  // the same copy
+    SECTION(std::string("a copy with other framing resets") + (open ? " (open)" : "")) {
+      auto r = conn.send_at(p, smuggle);
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION(std::string("the body goes on and ends; the next head is judged") + (open ? " (open)" : "")) {
+      CHECK(conn.send("3\r\nabc\r\n0\r\n\r\n").passed_unchanged());
+      CHECK(conn.send(kRefused).refused());
+    }
+  }
+}

@@ -509,6 +509,27 @@ TEST_CASE("evasion: a changed copy of an earlier pipelined head resets", "[e2e][
   }
 }
 
+// Chunked-body framing is held to its bytes like a head: a copy the server takes instead of
+// the one the gateway read must not move the end of the body. The server drops the first copy
+// (an old ACK, as above); the gateway read it as the start of a 255-byte chunk. The copy the
+// server takes ends the body at once and carries a refused request after it: reset.
+TEST_CASE("evasion: a changed copy of chunked-body framing resets", "[e2e][evasion][retransmission][server]") {
+  CraftEnv env(http_policy());
+  const std::string post =
+      cat("POST /files/ck-1 HTTP/1.1\r\nHost: ", kFiles, "\r\nTransfer-Encoding: chunked\r\n\r\n");
+  const long n = static_cast<long>(post.size());
+  const std::string smuggled = "0\r\n\r\n" + refused("ck-1");
+  const std::string read = "ff\r\n" + std::string(smuggled.size() - 4, 'x');  // same length
+  const json old_ack = {{"ack_delta", -1000}, {"window", 1000}, {"stream", false}, {"pause_ms", 150}};
+  json conns = json::array();
+  conns.push_back(conn({syn(), send(post), await_ack(n), send(read, old_ack), send_at(smuggled, n),
+                        await_response(), sleep_ms(300)}));
+  const auto res = env.peer.run(conns);
+  env.nginx.sync();
+  check_client_reset(res[0]);
+  check_never_served(env.nginx, "/admin/ck-1");
+}
+
 // A SYN on the 4-tuple of an open connection: the established server answers it with a
 // challenge ACK and goes on with the old connection, so the gateway must not restart its view
 // of the stream there (the old connection's next bytes would be "before the head" of the new
