@@ -565,8 +565,10 @@ PD_INLINE int walk_chunks(struct __sk_buff *skb, struct pd_ctx *ctx)
 		__u32 n = to - start, from = ctx->seq + (start - ctx->payload_off);
 		if (n > 0 && n <= PD_HEAD_MAX && pd_copy_in(skb, start, ctx->head.buf, 0, n) == 0)
 			pd_remember_framing(f, from, n, pd_digest(ctx->head.buf, n, f->digest_key));
-		else if (n > 0)
-			pd_mark_unchecked(f, from + n);
+		else if (n > 0) {
+			pd_mark_unchecked(f, from + n); /* too long to keep: copies cannot be checked */
+			pd_check_bounds(f, from + n);
+		}
 	}
 	f->next_seq = ctx->seq + (w.off - ctx->payload_off);
 	if (!w.done)
