@@ -222,7 +222,8 @@ TEST_CASE("QUIC to a TLS listener: dropped with quic: deny, passed with allow", 
 TEST_CASE("a segment starting beyond the server's receive window is dropped unjudged", "[evasion][server]") {
   Fixture fx(kPolicy);
   const uint32_t n = static_cast<uint32_t>(kAllowed.size());
-  SECTION("the SYN-ACK's window is never scaled") {
+  {
+    INFO("the SYN-ACK's window is never scaled");
     Conn conn(fx);
     REQUIRE(conn.syn().passed_unchanged());
     REQUIRE(conn.syn_ack(7, 10).passed_unchanged());  // right edge: 10 bytes in, not 10 << 7
@@ -240,7 +241,8 @@ TEST_CASE("a segment starting beyond the server's receive window is dropped unju
     CHECK(r.refused());
     CHECK(r.verdict(PD_ACT_DENY) == 1);
   }
-  SECTION("later windows are scaled by the shift the SYN-ACK set") {
+  {
+    INFO("later windows are scaled by the shift the SYN-ACK set");
     for (const int ws : {-1, 0, 4}) {
       INFO("window scale option " << ws);
       Conn conn(fx);
@@ -260,7 +262,8 @@ TEST_CASE("a segment starting beyond the server's receive window is dropped unju
       }
     }
   }
-  SECTION("without the server's side (no SYN-ACK seen) nothing is assumed") {
+  {
+    INFO("without the server's side (no SYN-ACK seen) nothing is assumed");
     Conn conn(fx);
     REQUIRE(conn.syn().passed_unchanged());
     REQUIRE(conn.send(kAllowed).passed_unchanged());
@@ -314,8 +317,9 @@ TEST_CASE("earlier judged heads are held to their bytes until the server has the
     Fixture fx(open ? kOpenPolicy : kPolicy);
     for (const bool server_side : {true, false}) {
       INFO((server_side ? "with the server's side" : "without the server's side"));
-      SECTION(std::string("a changed copy of the first of two pipelined heads resets") + (open ? " (open)" : "") +
-              (server_side ? "" : " (no SYN-ACK)")) {
+      {
+        INFO(std::string("a changed copy of the first of two pipelined heads resets") + (open ? " (open)" : "") +
+              (server_side ? "" : " (no SYN-ACK)"));
         Conn conn = two_heads(fx, h2, server_side);
         CHECK(conn.send_at(0, kAllowed).passed_unchanged());  // the same copy
         CHECK(conn.send_at(0, kAllowed + h2).passed_unchanged());
@@ -324,7 +328,8 @@ TEST_CASE("earlier judged heads are held to their bytes until the server has the
         CHECK(r.reason(PD_R_INCONSISTENT) == 1);
       }
     }
-    SECTION(std::string("a kept head is checked even after the server acknowledged it") + (open ? " (open)" : "")) {
+    {
+      INFO(std::string("a kept head is checked even after the server acknowledged it") + (open ? " (open)" : ""));
       Conn conn = two_heads(fx, h2);
       REQUIRE(conn.server(n, 512).passed_unchanged());  // has the first head, not the second
       CHECK(conn.send_at(0, kAllowed).passed_unchanged());
@@ -337,7 +342,8 @@ TEST_CASE("earlier judged heads are held to their bytes until the server has the
       CHECK(r.refused());
       CHECK(r.reason(PD_R_INCONSISTENT) == 1);
     }
-    SECTION(std::string("a piece of an earlier head cannot be checked: the fail mode") + (open ? " (open)" : "")) {
+    {
+      INFO(std::string("a piece of an earlier head cannot be checked: the fail mode") + (open ? " (open)" : ""));
       Conn conn = two_heads(fx, h2);
       auto r = conn.send_at(4, kAllowed.substr(4, 8));
       CHECK(r.reason(PD_R_UNCHECKED) == 1);
@@ -346,8 +352,9 @@ TEST_CASE("earlier judged heads are held to their bytes until the server has the
       else
         CHECK(r.refused());
     }
-    SECTION(std::string("more unacknowledged heads than are kept: the oldest cannot be checked") +
-            (open ? " (open)" : "")) {
+    {
+      INFO(std::string("more unacknowledged heads than are kept: the oldest cannot be checked") +
+            (open ? " (open)" : ""));
       Conn conn(fx);
       REQUIRE(conn.syn().passed_unchanged());
       REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
@@ -364,20 +371,23 @@ TEST_CASE("earlier judged heads are held to their bytes until the server has the
         CHECK(r.passed_unchanged());
       else
         CHECK(r.refused());
-      if (!open) return;
-      // acknowledged, it no longer matters
-      REQUIRE(conn.server(n, 512).passed_unchanged());
-      auto again = conn.send_at(0, five.substr(0, n));
-      CHECK(again.passed_unchanged());
-      CHECK(again.reason(PD_R_UNCHECKED) == 0);
+      if (open) {
+        // acknowledged, it no longer matters
+        REQUIRE(conn.server(n, 512).passed_unchanged());
+        auto again = conn.send_at(0, five.substr(0, n));
+        CHECK(again.passed_unchanged());
+        CHECK(again.reason(PD_R_UNCHECKED) == 0);
+      }
     }
   }
 }
 
 TEST_CASE("a SYN on an open connection's 4-tuple changes nothing until the server takes it", "[evasion][server]") {
   Fixture fx(kPolicy);
-  const uint16_t port = 41001;
-  SECTION("the server ignores it: the old connection's next head is still judged") {
+  uint16_t port = 41000;  // a 4-tuple of its own for each case
+  {
+    ++port;
+    INFO("the server ignores it: the old connection's next head is still judged");
     Conn conn(fx, 4, port);
     REQUIRE(conn.syn().passed_unchanged());
     REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
@@ -392,7 +402,9 @@ TEST_CASE("a SYN on an open connection's 4-tuple changes nothing until the serve
     CHECK(r.refused());
     CHECK(r.verdict(PD_ACT_DENY) == 1);
   }
-  SECTION("the server answers it with a SYN-ACK: a new connection, judged from its start") {
+  {
+    ++port;
+    INFO("the server answers it with a SYN-ACK: a new connection, judged from its start");
     Conn conn(fx, 4, port);
     REQUIRE(conn.syn().passed_unchanged());
     REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
@@ -404,7 +416,9 @@ TEST_CASE("a SYN on an open connection's 4-tuple changes nothing until the serve
     CHECK(other.send(kAllowed).passed_unchanged());
     CHECK(other.send(kRefused).refused());
   }
-  SECTION("data on such a SYN is dropped: it belongs to no connection yet") {
+  {
+    ++port;
+    INFO("data on such a SYN is dropped: it belongs to no connection yet");
     Conn conn(fx, 4, port);
     REQUIRE(conn.syn().passed_unchanged());
     REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
@@ -418,7 +432,9 @@ TEST_CASE("a SYN on an open connection's 4-tuple changes nothing until the serve
     CHECK(fx.run(p).dropped());
     CHECK(conn.send(kRefused).refused());
   }
-  SECTION("a SYN sent again before the handshake completes: the SYN-ACK sent again restarts nothing") {
+  {
+    ++port;
+    INFO("a SYN sent again before the handshake completes: the SYN-ACK sent again restarts nothing");
     Conn conn(fx, 4, port);
     REQUIRE(conn.syn().passed_unchanged());
     REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
@@ -458,18 +474,26 @@ TEST_CASE("chunked-body framing the server may not have is held to its bytes", "
     const std::string smuggle = "0\r\n\r\nGET /";  // same length: ends the body early
     REQUIRE(chunk.size() == smuggle.size());
     const uint32_t p = static_cast<uint32_t>(post.size());
-    Conn conn(fx);
-    REQUIRE(conn.syn().passed_unchanged());
-    REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
-    REQUIRE(conn.send(post).passed_unchanged());
-    REQUIRE(conn.send(chunk).passed_unchanged());
-    CHECK(conn.send_at(p, chunk).passed_unchanged());  // the same copy
-    SECTION(std::string("a copy with other framing resets") + (open ? " (open)" : "")) {
+    // a connection whose body has begun with one chunk, resent once unchanged
+    auto begun = [&] {
+      Conn conn(fx);
+      REQUIRE(conn.syn().passed_unchanged());
+      REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+      REQUIRE(conn.send(post).passed_unchanged());
+      REQUIRE(conn.send(chunk).passed_unchanged());
+      CHECK(conn.send_at(p, chunk).passed_unchanged());  // the same copy
+      return conn;
+    };
+    {
+      Conn conn = begun();
+      INFO(std::string("a copy with other framing resets") + (open ? " (open)" : ""));
       auto r = conn.send_at(p, smuggle);
       CHECK(r.refused());
       CHECK(r.reason(PD_R_INCONSISTENT) == 1);
     }
-    SECTION(std::string("the body goes on and ends; the next head is judged") + (open ? " (open)" : "")) {
+    {
+      Conn conn = begun();
+      INFO(std::string("the body goes on and ends; the next head is judged") + (open ? " (open)" : ""));
       CHECK(conn.send("3\r\nabc\r\n0\r\n\r\n").passed_unchanged());
       CHECK(conn.send(kRefused).refused());
     }
