@@ -14,7 +14,6 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstring>
-#include <fstream>
 #include <random>
 #include <thread>
 
@@ -23,6 +22,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "chain/kernel_probe.hpp"
 #include "entry.skel.h"
 #include "host.skel.h"
 #include "jwt.skel.h"
@@ -91,23 +91,6 @@ std::string verifier_excerpt(const std::string& log) {
 }
 
 std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
-
-// The capabilities a load needs that this process lacks ("" if none): CAP_BPF and
-// CAP_PERFMON (or CAP_SYS_ADMIN, which implies both) and CAP_NET_ADMIN for TC programs.
-std::string missing_capabilities() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  uint64_t eff = ~uint64_t{0};
-  while (std::getline(in, line))
-    if (line.rfind("CapEff:", 0) == 0) eff = std::stoull(line.substr(7), nullptr, 16);
-  auto has = [&](int cap) { return (eff >> cap) & 1; };
-  constexpr int kNetAdmin = 12, kSysAdmin = 21, kPerfmon = 38, kBpf = 39;
-  std::vector<std::string> missing;
-  if (!has(kBpf) && !has(kSysAdmin)) missing.push_back("CAP_BPF");
-  if (!has(kPerfmon) && !has(kSysAdmin)) missing.push_back("CAP_PERFMON");
-  if (!has(kNetAdmin)) missing.push_back("CAP_NET_ADMIN");
-  return fmt::format("{}", fmt::join(missing, ", "));
-}
 
 // A load refused for want of privilege says which privilege (the verifier log does not:
 // without CAP_PERFMON the verifier itself answers EACCES).
@@ -732,6 +715,27 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
     return st;
   if (auto st = delete_where<pd_route_key>(routes, [gen](const pd_route_key& k) { return k.gen == gen; }); !st)
     return st;
+
+  // 1b. the half's hit counters start at zero: they count this generation's hits, and the
+  // half last held the generation before the running one (whose counts would otherwise show
+  // again under the same rule ids). Only the slots this generation reads are written.
+  {
+    const int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) return make_error(fmt::format("counting CPUs: {}", errstr(ncpu)));
+    const std::vector<uint64_t> zeros(static_cast<size_t>(ncpu), 0);
+    int hits = map_fd("pd_rule_hits");
+    for (const auto& r : t.rules) {
+      uint32_t idx = gen * PD_MAX_RULES + (r.rule & (PD_MAX_RULES - 1));
+      if (bpf_map_update_elem(hits, &idx, zeros.data(), BPF_ANY) != 0)
+        return make_error(fmt::format("clearing rule hit counters: {}", errstr(errno)));
+    }
+    int rl = map_fd("pd_rl_hits");
+    for (uint32_t i = 0; i < PD_RL_LIMITS * 2; ++i) {
+      uint32_t idx = gen * PD_RL_LIMITS * 2 + i;
+      if (bpf_map_update_elem(rl, &idx, zeros.data(), BPF_ANY) != 0)
+        return make_error(fmt::format("clearing rate-limit hit counters: {}", errstr(errno)));
+    }
+  }
 
   // 2. fill it
   for (const auto& e : t.listeners) {

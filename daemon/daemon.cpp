@@ -27,6 +27,7 @@
 
 #include "chain/abi.hpp"
 #include "chain/compile.hpp"
+#include "chain/kernel_probe.hpp"
 #include "chain/preflight.hpp"
 #include "config/loader.hpp"
 
@@ -52,6 +53,26 @@ OnExit(F) -> OnExit<F>;
 bool on_bpffs(const std::string& dir) {
   struct statfs st {};
   return statfs(dir.c_str(), &st) == 0 && st.f_type == 0xcafe4a11;
+}
+
+// The kernel has every BPF feature the programs need (kernel_probe.hpp): 0, or the exit
+// code of a refusal, logged as one message that names what is missing.
+int check_kernel() {
+  chain::LiveKernel kernel;
+  auto report = chain::probe_kernel(kernel);
+  if (!report) {
+    log_main()->error("{}", report.error().message);
+    return 2;
+  }
+  for (const auto* row : report->undetermined())
+    log_main()->warn("could not tell whether the kernel has {} (Linux {}): {}", row->feature->name,
+                     chain::to_string(row->feature->since), row->result.how);
+  if (auto st = chain::check_kernel(*report); !st) {
+    log_main()->error("{}", st.error().message);
+    return 2;
+  }
+  log_main()->info("Linux {}: the {} BPF features policyd needs are present", report->release, report->rows.size());
+  return 0;
 }
 
 }  // namespace
@@ -256,6 +277,8 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
 }
 
 int Daemon::start() {
+  // The kernel first: before anything is loaded, attached, pinned or mounted.
+  if (int rc = check_kernel(); rc != 0) return rc;
   // a malformed address is a mistake on the command line: refused before anything is loaded
   auto metrics_at = MetricsServer::parse_address(opts_.metrics);
   if (!metrics_at) {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "chain/dataplane.hpp"
+#include "chain/kernel_probe.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/log.hpp"
 
@@ -14,7 +15,7 @@ int main(int argc, char** argv) {
   policyd::DaemonOptions opts{"/etc/policyd/policy.yaml", "/sys/fs/bpf/policyd", "/run/policyd/policyd.sock",
                               "127.0.0.1:9464"};
   std::string level = "info", format = "text";
-  bool detach = false, version = false;
+  bool detach = false, version = false, check_kernel = false;
   CLI::App app{"policyd: L7 policy enforcement in eBPF on a gateway host"};
   app.add_option("--config", opts.config_path, "policy file")->capture_default_str();
   app.add_option("--pin-dir", opts.pin_dir, "where maps and programs are pinned (bpffs)")->capture_default_str();
@@ -36,10 +37,23 @@ int main(int argc, char** argv) {
                "while on, and every BPF program run then pays two clock reads)");
   app.add_flag("--detach", detach, "remove the chain from every interface, unpin it, and exit");
   app.add_flag("--version", version, "print the version and exit");
+  app.add_flag("--check-kernel", check_kernel,
+               "probe the running kernel for every BPF feature policyd needs, print what was found and exit "
+               "(0: all present, 1: something is missing, 2: this process may not probe; changes nothing)");
   CLI11_PARSE(app, argc, argv);
   if (version) {
     std::printf("policyd %s\n", POLICYD_VERSION);
     return 0;
+  }
+  if (check_kernel) {
+    policyd::chain::LiveKernel kernel;
+    auto report = policyd::chain::probe_kernel(kernel);
+    if (!report) {
+      std::fprintf(stderr, "policyd: %s\n", report.error().message.c_str());
+      return 2;
+    }
+    std::fputs(policyd::chain::format_report(*report).c_str(), stdout);
+    return report->missing().empty() ? 0 : 1;
   }
   std::string err;
   if (!policyd::setup_logging(level, format, &err)) {
