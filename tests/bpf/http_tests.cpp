@@ -451,3 +451,29 @@ hosts:
   CHECK(fx.dp().active_gen() == (before ^ 1));
   CHECK(c.send(get("/healthz")).refused());
 }
+
+TEST_CASE("rule hit counters count the running generation only", "[http][counters]") {
+  // Each generation counts its rules' hits in its half of pd_rule_hits. A half is reused by
+  // every second apply: what it counted for the generation before must not show again.
+  Fixture fx(kPolicy);
+  const std::vector<uint32_t> rules{0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  auto hits = [&] {
+    uint64_t sum = 0;
+    for (const auto& [rule, n] : fx.dp().read_counters(fx.dp().active_gen(), rules).rule_hits) sum += n;
+    return sum;
+  };
+  for (int i = 0; i < 3; ++i) {
+    Conn c(fx, 4);
+    REQUIRE(c.syn().passed_unchanged());
+    CHECK(c.send("GET /admin HTTP/1.1\r\nHost: app.example.com\r\n\r\n").refused());
+  }
+  CHECK(hits() == 3);
+  fx.apply(kPolicy);  // into the other half
+  CHECK(hits() == 0);
+  fx.apply(kPolicy);  // back into the half that counted 3
+  CHECK(hits() == 0);
+  Conn c(fx, 4);
+  REQUIRE(c.syn().passed_unchanged());
+  CHECK(c.send("GET /healthz HTTP/1.1\r\nHost: app.example.com\r\n\r\n").passed_unchanged());
+  CHECK(hits() == 1);
+}
