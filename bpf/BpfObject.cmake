@@ -16,6 +16,11 @@ endif()
 set(BPF_OUT_DIR ${CMAKE_BINARY_DIR}/bpf)
 file(MAKE_DIRECTORY ${BPF_OUT_DIR})
 
+set(BPF_WERROR)
+if(POLICYD_WERROR)
+  set(BPF_WERROR -Werror)
+endif()
+
 function(bpf_object name source)
   set(obj ${BPF_OUT_DIR}/${name}.bpf.o)
   set(skel ${BPF_OUT_DIR}/${name}.skel.h)
@@ -23,7 +28,7 @@ function(bpf_object name source)
   add_custom_command(
     OUTPUT ${obj}
     COMMAND ${BPF_CLANG} -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_${BPF_TARGET_ARCH}
-            -Wall -Wextra -Werror -Wno-unused-parameter
+            -Wall -Wextra ${BPF_WERROR} -Wno-unused-parameter
             -I${CMAKE_SOURCE_DIR}/bpf/include -I/usr/include/${BPF_MULTIARCH}
             ${ARGN}
             -c ${CMAKE_CURRENT_SOURCE_DIR}/${source} -o ${obj}

@@ -29,6 +29,7 @@
 #include "chain/compile.hpp"
 #include "chain/jwt_tables.hpp"
 #include "config/loader.hpp"
+#include "daemon/completion.hpp"
 #include "daemon/control.hpp"
 
 namespace {
@@ -636,6 +637,7 @@ int main(int argc, char** argv) {
   std::string output = "text";
   app.add_option("--socket", o.socket, "the daemon's control socket")->capture_default_str();
   app.add_option("-o,--output", output, "text|json")->check(CLI::IsMember({"text", "json"}));
+  app.get_option("--socket")->type_name("PATH");  // completes to file names
   app.require_subcommand(1);
   app.fallthrough();  // --socket and -o may also follow the command
 
@@ -658,6 +660,12 @@ int main(int argc, char** argv) {
   auto* reload_cmd = app.add_subcommand("reload", "re-read the daemon's config file");
   auto* detach_cmd =
       app.add_subcommand("detach", "remove the chain from every interface and unpin it (explicit teardown)");
+  std::string shell;
+  auto* completion_cmd = app.add_subcommand("completion", "print the completion script for a shell");
+  completion_cmd->add_option("SHELL", shell, "bash or zsh")
+      ->required()
+      ->check(CLI::IsMember(std::vector<std::string>(std::begin(policyd::completion::kShells),
+                                                     std::end(policyd::completion::kShells))));
 
   try {
     app.parse(argc, argv);
@@ -674,5 +682,9 @@ int main(int argc, char** argv) {
   if (events_cmd->parsed()) return events(o, follow);
   if (reload_cmd->parsed()) return simple(o, "reload", kLongTimeout);
   if (detach_cmd->parsed()) return simple(o, "detach", kShortTimeout);
+  if (completion_cmd->parsed()) {
+    std::fputs(policyd::completion::script(app, shell).c_str(), stdout);
+    return kDone;
+  }
   return kInvalid;
 }

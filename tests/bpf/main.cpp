@@ -1,12 +1,12 @@
 // Packet tests run in a network namespace of their own: replies the programs clone out of
 // "the ingress interface" (loopback under BPF_PROG_TEST_RUN) never leave this process's net.
-#define CATCH_CONFIG_RUNNER
 #include <sched.h>
 
 #include <cstdio>
 #include <cstdlib>
 
-#include <catch2/catch.hpp>
+
+#include "run.hpp"
 
 int main(int argc, char** argv) {
   if (unshare(CLONE_NEWNET) != 0) {
@@ -17,5 +17,5 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot bring lo up in the test namespace\n");
     return 1;
   }
-  return Catch::Session().run(argc, argv);
+  return policyd::test::run_catch(argc, argv);
 }

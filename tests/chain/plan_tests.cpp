@@ -1,5 +1,4 @@
 // plan(): exactly the stages whose slice of the policy changed appear in the plan.
-#define CATCH_CONFIG_MAIN
 #include <catch2/catch.hpp>
 
 #include <set>

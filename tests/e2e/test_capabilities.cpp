@@ -99,7 +99,7 @@ TEST_CASE("policyd works with exactly the unit's capabilities, and needs each of
       env.daemon.stop();
       detach(env.topo, env.daemon);
       env.daemon.set_launcher(setpriv_with(fewer));
-      env.daemon.restart(10s, {}, Daemon::Expect::exit);
+      env.daemon.restart(45s, {}, Daemon::Expect::exit);
       INFO(env.daemon.log());
       CHECK(env.daemon.exit_code() == 2);
       CHECK(env.daemon.log().find(cat("lacks ", needed)) != std::string::npos);

@@ -250,7 +250,7 @@ hosts:
 TEST_CASE("a flood of refusals is held to the event budget and the daemon stays responsive", "[events]") {
   Topology topo;
   Backend nginx{topo};
-  Daemon daemon(topo, http_policy(), Daemon::Expect::ready, 10s, {"--event-rate", "3", "--event-log-level", "off"});
+  Daemon daemon(topo, http_policy(), Daemon::Expect::ready, 45s, {"--event-rate", "3", "--event-log-level", "off"});
   constexpr int kRequests = 150;
   // one curl process, pinned to one CPU, so the refusals are judged on one CPU's budget
   auto r = topo.exec(Role::client,

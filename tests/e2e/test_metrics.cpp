@@ -285,7 +285,7 @@ TEST_CASE("metrics: applies by result, the duration histogram, generation", "[me
   }
 
   SECTION("refused: preflight disagrees with the prepared generation") {
-    env.daemon.restart(10s, {"POLICYD_TEST_CORRUPT_PREPARED=2"});
+    env.daemon.restart(45s, {"POLICYD_TEST_CORRUPT_PREPARED=2"});
     std::ofstream(dir.file("allow.yaml")) << metrics_policy("allow");
     auto r = ctl(env.daemon, {"apply", dir.file("allow.yaml")});
     INFO(r.out << r.err);
@@ -372,7 +372,7 @@ TEST_CASE("metrics: --bpf-stats has the kernel time the chain; without it there 
     CHECK(s.all("policyd_chain_runs_total").empty());
     CHECK(s.all("policyd_chain_run_seconds_total").empty());
   }
-  Daemon daemon(topo, metrics_policy(), Daemon::Expect::ready, 10s, {"--bpf-stats"});
+  Daemon daemon(topo, metrics_policy(), Daemon::Expect::ready, 45s, {"--bpf-stats"});
   CHECK(daemon.log().find("BPF run-time statistics on") != std::string::npos);
   constexpr int kRequests = 5;
   for (int i = 0; i < kRequests; ++i) REQUIRE(get(topo, cat("/allowed/", i)) == 200);

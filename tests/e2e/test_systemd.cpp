@@ -75,7 +75,7 @@ TEST_CASE("sd_notify: READY after the apply, RELOADING then READY around SIGHUP,
   TempDir dir("notify");
   NotifySocket ns(dir.file("notify.sock"));
   env.daemon.stop();
-  env.daemon.restart(10s, {"NOTIFY_SOCKET=" + ns.path(), "WATCHDOG_USEC=400000"});
+  env.daemon.restart(45s, {"NOTIFY_SOCKET=" + ns.path(), "WATCHDOG_USEC=400000"});
 
   REQUIRE(ns.wait_for("READY=1", 5s));
   INFO(all(ns.seen));

@@ -4,6 +4,8 @@
 # (Type=notify, reload by SIGHUP, restart on failure, a RuntimeDirectory for the socket).
 set -euo pipefail
 build=$1
+command -v systemd-analyze > /dev/null ||
+  { echo "systemd_unit needs systemd-analyze (Debian package systemd; scripts/setup-deps installs it)" >&2; exit 1; }
 prefix=$(mktemp -d /tmp/policyd-install.XXXXXX)
 trap 'rm -rf "$prefix"' EXIT
 cmake -DCMAKE_INSTALL_PREFIX="$prefix" -P "$build/cmake_install.cmake" > /dev/null

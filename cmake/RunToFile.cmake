@@ -1,0 +1,23 @@
+# cmake -DOUTPUT=FILE -P RunToFile.cmake -- PROGRAM [ARG...]
+# Runs PROGRAM with its arguments and writes its standard output to FILE: a build step that
+# needs no shell. A failure removes FILE and stops the build with the program's message.
+set(command)
+set(seen_dashes FALSE)
+math(EXPR last "${CMAKE_ARGC} - 1")
+foreach(i RANGE ${last})
+  if(seen_dashes)
+    list(APPEND command "${CMAKE_ARGV${i}}")
+  elseif(CMAKE_ARGV${i} STREQUAL "--")
+    set(seen_dashes TRUE)
+  endif()
+endforeach()
+if(NOT OUTPUT OR NOT command)
+  message(FATAL_ERROR "usage: cmake -DOUTPUT=FILE -P RunToFile.cmake -- PROGRAM [ARG...]")
+endif()
+execute_process(COMMAND ${command} OUTPUT_FILE ${OUTPUT}.tmp RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  file(REMOVE ${OUTPUT}.tmp)
+  list(JOIN command " " shown)
+  message(FATAL_ERROR "${shown}: ${rc}\n${err}")
+endif()
+file(RENAME ${OUTPUT}.tmp ${OUTPUT})
