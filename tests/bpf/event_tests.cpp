@@ -118,7 +118,7 @@ class PinnedCpu {
 }  // namespace
 
 TEST_CASE("a refused request is one event with its rule, flow and status; an allowed one none", "[events]") {
-  Fixture fx(policy());
+  Fixture fx(policy(), Fixture::Load::fresh);
   REQUIRE(fx.dp().set_event_budget(1000, 1000));
   Log log(fx);
 
@@ -169,7 +169,7 @@ TEST_CASE("a refused request is one event with its rule, flow and status; an all
 }
 
 TEST_CASE("each kind of refusal and fail-mode decision has its event", "[events]") {
-  Fixture fx(policy());
+  Fixture fx(policy(), Fixture::Load::fresh);
   REQUIRE(fx.dp().set_event_budget(1000, 1000));
   Log log(fx);
   auto one = [&](Conn& c, const std::string& data) {
@@ -243,7 +243,7 @@ TEST_CASE("a route that requires a token: 401 with the token's reason", "[events
       - path: { prefix: "/api/" }
         jwt: main
         action: allow
-)"));
+)"), Fixture::Load::fresh);
   REQUIRE(fx.dp().set_event_budget(1000, 1000));
   Log log(fx);
   Conn c(fx);
@@ -259,7 +259,7 @@ TEST_CASE("a route that requires a token: 401 with the token's reason", "[events
 }
 
 TEST_CASE("fail mode open: the request passes and its event says so", "[events]") {
-  Fixture fx(policy("", "open"));
+  Fixture fx(policy("", "open"), Fixture::Load::fresh);
   REQUIRE(fx.dp().set_event_budget(1000, 1000));
   Log log(fx);
   Conn c(fx);
@@ -275,7 +275,7 @@ TEST_CASE("fail mode open: the request passes and its event says so", "[events]"
 
 TEST_CASE("preflight probes are not traffic: no events", "[events][preflight]") {
   const std::string text = policy();
-  Fixture fx(text);
+  Fixture fx(text, Fixture::Load::fresh);
   REQUIRE(fx.dp().set_event_budget(1000, 1000));
   Log log(fx);
   auto p = config::load_policy_string(text, "test.yaml");
@@ -295,7 +295,7 @@ TEST_CASE("preflight probes are not traffic: no events", "[events][preflight]") 
 }
 
 TEST_CASE("a CPU sends at most its budget; the rest are counted as suppressed", "[events]") {
-  Fixture fx(policy());
+  Fixture fx(policy(), Fixture::Load::fresh);
   Log log(fx);
   PinnedCpu pin;
   auto deny = [&](int n) {

@@ -36,24 +36,62 @@ std::string HsProvider::yaml() const {
          "    algorithms: [HS256]\n    secret_file: \"" + secret_ + "\"\n";
 }
 
-Fixture::Fixture(const std::string& policy_yaml) {
+namespace {
+
+std::shared_ptr<chain::Dataplane> load_dataplane() {
   chain::Dataplane::Options o;
   o.max_flows = 4096;
   o.accum_entries = 64;
   auto dp = chain::Dataplane::load(o);
   if (!dp) FAIL("loading the dataplane: " << dp.error().message << "\n" << dp.error().detail);
-  dp_ = std::move(dp.value());
+  return std::shared_ptr<chain::Dataplane>(std::move(dp.value()));
+}
+
+// Deletes every entry of a hash map (keys of key_size bytes).
+void empty_map(int fd, size_t key_size) {
+  std::vector<uint8_t> key(key_size), next(key_size);
+  for (int i = 0; i < 1'000'000 && bpf_map_get_next_key(fd, nullptr, next.data()) == 0; ++i)
+    REQUIRE(bpf_map_delete_elem(fd, next.data()) == 0);
+  REQUIRE(bpf_map_get_next_key(fd, nullptr, key.data()) != 0);
+}
+
+void empty_traffic_state(chain::Dataplane& dp) {
+  for (const char* name : {"pd_flows", "pd_accum", "pd_jwt_cache", "pd_rl_buckets"}) {
+    int fd = dp.map_fd(name);
+    REQUIRE(fd >= 0);
+    struct bpf_map_info info {};
+    uint32_t len = sizeof info;
+    REQUIRE(bpf_obj_get_info_by_fd(fd, &info, &len) == 0);
+    empty_map(fd, info.key_size);
+  }
+}
+
+}  // namespace
+
+Fixture::Fixture(const std::string& policy_yaml, Load load) {
+  static std::shared_ptr<chain::Dataplane> shared;
+  static auto shared_tag = std::make_shared<uint32_t>(0);
+  if (load == Load::fresh) {
+    dp_ = load_dataplane();
+    tag_ = std::make_shared<uint32_t>(0);
+  } else {
+    if (!shared) shared = load_dataplane();
+    else empty_traffic_state(*shared);
+    dp_ = shared;
+    tag_ = shared_tag;
+  }
   apply(policy_yaml);
 }
 
 void Fixture::apply(const std::string& policy_yaml) {
   auto policy = config::load_policy_string(policy_yaml, "test.yaml");
-  uint32_t gen = tag_ == 0 ? dp_->active_gen() ^ 1 : dp_->inactive_gen();
+  uint32_t& tag = *tag_;
+  uint32_t gen = tag == 0 ? dp_->active_gen() ^ 1 : dp_->inactive_gen();
   auto keys = chain::read_key_material(policy);
   if (!keys) FAIL("jwt keys: " << keys.error().message);
   auto tables = chain::compile(policy, gen, dp_->hash_seed(), &*keys);
   if (!tables) FAIL("compile: " << tables.error().message);
-  auto st = dp_->commit(*tables, gen, ++tag_);
+  auto st = dp_->commit(*tables, gen, ++tag);
   if (!st) FAIL("commit: " << st.error().message);
 }
 

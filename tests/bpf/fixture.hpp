@@ -29,8 +29,15 @@ struct Outcome {
 
 class Fixture {
  public:
-  // Loads the dataplane and commits `policy_yaml`; fails the test on error.
-  explicit Fixture(const std::string& policy_yaml);
+  // How the fixture gets its dataplane. Loading one verifies every program (seconds of
+  // kernel time, most of this program's run), so by default the test cases share one: the
+  // next fixture commits its policy as the next generation of it, after emptying every table
+  // that keeps traffic state (flows, partial heads, verified tokens, rate-limit buckets).
+  // A test that reads what only a fresh load has (the event rings and their budget, the
+  // wall clock, exact flow-table use, generation tags it sets itself) asks for Load::fresh.
+  enum class Load { shared, fresh };
+  // Commits `policy_yaml` on a loaded dataplane; fails the test on error.
+  explicit Fixture(const std::string& policy_yaml, Load load = Load::shared);
   void apply(const std::string& policy_yaml);  // commit another generation
   Outcome run(const Packet& p);
   // Through the program attached at egress (pd_egress): a packet of the server to a client.
@@ -38,8 +45,8 @@ class Fixture {
   chain::Dataplane& dp() { return *dp_; }
 
  private:
-  std::unique_ptr<chain::Dataplane> dp_;
-  uint32_t tag_ = 0;
+  std::shared_ptr<chain::Dataplane> dp_;
+  std::shared_ptr<uint32_t> tag_;  // the last generation tag committed on dp_
 };
 
 // One TCP connection's client side: the SYN, then segments with advancing sequence numbers.

@@ -17,7 +17,7 @@ using namespace policyd::test;
 TEST_CASE("flow_use counts the connections the entry program saw", "[flows]") {
   Fixture fx(policy_with(R"(chain: [host, path]
 default_action: allow
-)"));
+)"), Fixture::Load::fresh);
   auto before = fx.dp().flow_use();
   REQUIRE(before);
   CHECK(before->entries == 0);

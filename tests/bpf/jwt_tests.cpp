@@ -172,7 +172,7 @@ void check_verdict(const Outcome& o, pd_jwt_reason want) {
 
 TEST_CASE("every token of the corpus gets its reason from the dataplane", "[jwt]") {
   const Corpus& g = corpus();
-  Fixture fx(policy_with("chain: [host, path]\nhosts:\n  - match: \"x.test\"\n    routes:\n      - path: { prefix: \"/\" }\n        action: allow\n"));
+  Fixture fx(policy_with("chain: [host, path]\nhosts:\n  - match: \"x.test\"\n    routes:\n      - path: { prefix: \"/\" }\n        action: allow\n"), Fixture::Load::fresh);
   auto& dp = fx.dp();
   std::string applied;
   uint16_t sport = 20000;

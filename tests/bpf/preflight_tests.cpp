@@ -67,7 +67,7 @@ TEST_CASE("the reference evaluation follows POLICY.md", "[preflight]") {
 }
 
 TEST_CASE("preflight of a prepared generation agrees with the policy and changes nothing live", "[preflight]") {
-  Fixture fx(kPolicy);
+  Fixture fx(kPolicy, Fixture::Load::fresh);
   auto& dp = fx.dp();
   auto policy = config::load_policy_string(kPolicy, "t.yaml");
   uint32_t active = dp.active_gen();
@@ -128,7 +128,7 @@ TEST_CASE("the sni reference evaluation follows POLICY.md", "[preflight][tls]") 
 }
 
 TEST_CASE("preflight probes sni rules with ClientHellos, and catches a wrong sni action", "[preflight][tls]") {
-  Fixture fx(kTlsPolicy);
+  Fixture fx(kTlsPolicy, Fixture::Load::fresh);
   auto& dp = fx.dp();
   auto policy = config::load_policy_string(kTlsPolicy, "t.yaml");
   uint32_t active = dp.active_gen();
@@ -166,7 +166,7 @@ TEST_CASE("preflight knows a route that needs a token refuses a request without 
       - path: { prefix: "/" }
         action: allow
 )");
-  Fixture fx(yaml);
+  Fixture fx(yaml, Fixture::Load::fresh);
   auto policy = config::load_policy_string(yaml, "t.yaml");
   auto keys = chain::read_key_material(policy);
   REQUIRE(keys);
