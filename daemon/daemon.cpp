@@ -131,7 +131,8 @@ Status Daemon::attach_matching(const config::Policy& policy) {
   for (const auto& [name, ifindex] : links) {
     if (!matches(name)) continue;
     if (auto st = dp_->attach(name); !st) return st;
-    bool was = std::any_of(had.begin(), had.end(), [&](const auto& a) { return a.ifindex == ifindex; });
+    // (a copy: clang 14 cannot capture a structured binding)
+    bool was = std::any_of(had.begin(), had.end(), [index = ifindex](const auto& a) { return a.ifindex == index; });
     if (!was) log_main()->info("attached to {} (ingress and egress)", name);
     ++attached;
   }

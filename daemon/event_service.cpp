@@ -130,7 +130,7 @@ std::string event_line(const nlohmann::json& e) {
 }
 
 EventService::EventService(boost::asio::io_context& io, chain::Dataplane& dp, Options opts)
-    : io_(io), dp_(dp), opts_(opts), events_(io) {}
+    : dp_(dp), opts_(opts), events_(io) {}
 
 EventService::~EventService() { stop(); }
 

@@ -81,7 +81,6 @@ class EventService {
   void handle(const pd_event_decision& ev);
   void wait_events();
 
-  boost::asio::io_context& io_;
   chain::Dataplane& dp_;
   Options opts_;
   ring_buffer* rb_ = nullptr;

@@ -15,7 +15,7 @@ std::shared_ptr<spdlog::logger> log_jwt() { return spdlog::get("chain"); }
 }  // namespace
 
 JwtService::JwtService(boost::asio::io_context& io, chain::Dataplane& dp)
-    : io_(io), dp_(dp), events_(io), clock_(io) {}
+    : dp_(dp), events_(io), clock_(io) {}
 
 JwtService::~JwtService() { stop(); }
 

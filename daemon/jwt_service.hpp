@@ -50,7 +50,6 @@ class JwtService {
   void wait_events();
   void tick();
 
-  boost::asio::io_context& io_;
   chain::Dataplane& dp_;
   ring_buffer* rb_ = nullptr;
   boost::asio::posix::stream_descriptor events_;

@@ -79,6 +79,9 @@ void LinkWatch::read_messages() {
     }
     if (n == 0) return;
     int len = static_cast<int>(n);
+// NLMSG_OK (uapi) compares the message's __u32 length with the int it counts down.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-compare"
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
       switch (h->nlmsg_type) {
         case RTM_NEWLINK:
@@ -108,6 +111,7 @@ void LinkWatch::read_messages() {
           break;  // new qdiscs and filters (ours among them), addresses: nothing to do
       }
     }
+#pragma GCC diagnostic pop
   }
 }
 

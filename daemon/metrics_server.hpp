@@ -79,7 +79,6 @@ class MetricsServer {
   boost::asio::steady_timer retry_;
   std::set<std::shared_ptr<Session>> sessions_;
   bool stopped_ = false;
-  bool retrying_ = false;
   std::shared_ptr<char> alive_ = std::make_shared<char>();  // handlers check it: the server may be gone
 };
 
