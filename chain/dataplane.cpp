@@ -992,6 +992,14 @@ Counters Dataplane::read_counters(uint32_t gen, const std::vector<uint32_t>& rul
   return c;
 }
 
+uint32_t Dataplane::flow_table_size() const {
+  int fd = map_fd("pd_flows");
+  bpf_map_info info{};
+  uint32_t info_len = sizeof(info);
+  if (fd < 0 || bpf_obj_get_info_by_fd(fd, &info, &info_len) != 0) return 0;
+  return info.max_entries;
+}
+
 Result<Dataplane::FlowUse> Dataplane::flow_use() const {
   int fd = map_fd("pd_flows");
   if (fd < 0) return make_error("counting flows: no flow table");

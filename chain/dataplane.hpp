@@ -116,6 +116,8 @@ class Dataplane {
     uint32_t max = 0;
   };
   Result<FlowUse> flow_use() const;
+  // entries the flow table was created with (an adopted table keeps its own size); 0 if unknown
+  uint32_t flow_table_size() const;
   int entry_prog_fd() const { return prog_fd(PD_STAGE_ENTRY); }
   int egress_prog_fd() const { return egress_fd_; }
   uint32_t egress_prog_id() const;

@@ -328,7 +328,7 @@ bool unreserved(unsigned char c) {
 
 // A path of a route; it is compared with normalized request paths, so it must be one itself.
 std::string parse_path_value(const YAML::Node& node, std::string_view key, PathMatch::Kind kind) {
-  const std::string& path = scalar(node, "a path starting with '/'", key);
+  std::string path = scalar(node, "a path starting with '/'", key);
   auto invalid = [&](const std::string& reason) {
     fail(node.Mark(), "invalid path " + in_quotes(path) + " for " + in_quotes(key) + ": " + reason);
   };
@@ -360,6 +360,9 @@ std::string parse_path_value(const YAML::Node& node, std::string_view key, PathM
               " is an encoded '/', '\\' or NUL; requests containing one get the fail mode, so this "
               "path would never match");
     }
+    // requests keep other escapes with upper-case hex digits (%c3%a9 arrives as %C3%A9)
+    path[i + 1] = static_cast<char>(std::toupper(static_cast<unsigned char>(path[i + 1])));
+    path[i + 2] = static_cast<char>(std::toupper(static_cast<unsigned char>(path[i + 2])));
     i += 2;
   }
   if (path.find("//") != std::string::npos) {
@@ -1009,7 +1012,7 @@ Policy load_policy_string(std::string_view yaml, const std::string& name_for_err
   }
 }
 
-Policy load_policy_file(const std::string& path) {
+std::string read_policy_text(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw PolicyError(path, 0, 0, std::string("cannot read: ") + std::strerror(errno));
   std::string text;
@@ -1026,7 +1029,9 @@ Policy load_policy_file(const std::string& path) {
     text.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
-  return load_policy_string(text, path);
+  return text;
 }
+
+Policy load_policy_file(const std::string& path) { return load_policy_string(read_policy_text(path), path); }
 
 }  // namespace policyd::config

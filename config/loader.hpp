@@ -31,6 +31,8 @@ class PolicyError : public std::runtime_error {
 // directory of the policy file (of name_for_errors for a string); those files are not read here.
 // Throws PolicyError.
 Policy load_policy_file(const std::string& path);
+// The file's bytes, as load_policy_file reads them; throws PolicyError naming the file.
+std::string read_policy_text(const std::string& path);
 Policy load_policy_string(std::string_view yaml, const std::string& name_for_errors);
 
 }  // namespace policyd::config

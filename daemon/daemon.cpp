@@ -28,6 +28,7 @@
 #include "chain/abi.hpp"
 #include "chain/compile.hpp"
 #include "chain/kernel_probe.hpp"
+#include "chain/policy_store.hpp"
 #include "chain/preflight.hpp"
 #include "config/loader.hpp"
 
@@ -220,6 +221,11 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   if (!tables) return tables.error();
   outcome = metrics::ApplyResult::refused;
   report.warnings = tables->warnings;
+  // the flow and bucket tables are sized when they are created: a new size waits for a fresh chain
+  if (flows_sized_ != 0 && policy.limits.max_flows != flows_sized_)
+    report.warnings.push_back(fmt::format("limits.max_flows {} is not applied: the flow table keeps its {} entries "
+                                          "(it is sized when created; to resize it, detach and start policyd again)",
+                                          policy.limits.max_flows, flows_sized_));
   report.plan = chain::plan(tables_, *tables);
   report.generation = generation_;
   auto elapsed = [&] {
@@ -229,7 +235,7 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
     report.duration_us = elapsed();
     return report;
   }
-  for (const auto& w : tables->warnings) spdlog::get("config")->warn("{}", w);
+  for (const auto& w : report.warnings) spdlog::get("config")->warn("{}", w);
   if (generation_ != 0 && chain::tables_digest(*tables) == dp_->active_digest()) {
     outcome = metrics::ApplyResult::ok;
     policy_ = policy;
@@ -286,12 +292,33 @@ int Daemon::start() {
     log_main()->error("{}", metrics_at.error().message);
     return 1;
   }
+  // The policy file; if it is invalid and an earlier run left a chain pinned, that chain keeps
+  // enforcing the policy saved with it, and this daemon takes it over: the file is watched,
+  // and `policyctl apply` or a fixed file replaces it.
   config::Policy policy;
+  std::string policy_text;
+  std::string source = opts_.config_path;
   try {
-    policy = config::load_policy_file(opts_.config_path);
+    policy_text = config::read_policy_text(opts_.config_path);
+    policy = config::load_policy_string(policy_text, opts_.config_path);
   } catch (const config::PolicyError& e) {
     spdlog::get("config")->error("{}", e.what());
-    return 1;
+    if (!ensure_bpffs(opts_.pin_dir)) return 1;
+    auto saved = chain::read_saved_policy(opts_.pin_dir);
+    if (!saved) return 1;  // nothing pinned to keep: the invalid file is the whole story
+    try {
+      policy = config::load_policy_string(saved->text, saved->source);
+    } catch (const config::PolicyError& e2) {
+      log_main()->error("the policy saved with the chain pinned at {} does not load either: {}", opts_.pin_dir,
+                        e2.what());
+      return 1;
+    }
+    policy_text = std::move(saved->text);
+    source = std::move(saved->source);
+    log_main()->warn("the chain pinned at {} keeps enforcing the policy it was applied from ({}); fix {} "
+                     "(it is watched) or apply a policy with policyctl",
+                     opts_.pin_dir, source, opts_.config_path);
+    start_error_ = e.what();
   }
   if (auto st = ensure_bpffs(opts_.pin_dir); !st) {
     log_main()->error("{}", st.error().message);
@@ -308,6 +335,7 @@ int Daemon::start() {
     return 2;
   }
   dp_ = std::move(dp.value());
+  flows_sized_ = dp_->flow_table_size();
   if (opts_.bpf_stats) {
     if (auto fd = chain::Dataplane::enable_run_stats()) {
       run_stats_fd_ = *fd;
@@ -345,7 +373,7 @@ int Daemon::start() {
     if (!st.error().detail.empty()) spdlog::get("chain")->error("{}", st.error().detail);
     return 2;
   }
-  policy_source_ = opts_.config_path;
+  policy_source_ = source;
   // Links that appear from here on are seen: the socket queues notifications until the io
   // loop runs, so nothing falls between the walk over interfaces below and the first read.
   link_watch_ = std::make_unique<LinkWatch>(io_, [this](const LinkEvent& ev) { on_link_event(ev); });
@@ -365,6 +393,7 @@ int Daemon::start() {
     log_main()->error("{}", attached.error().message);
     return 2;
   }
+  save_applied(source, policy_text);
   dp_->release_on_exit();
   if (auto st = jwt_->start(); !st) {
     log_main()->error("{}", st.error().message);
@@ -401,9 +430,19 @@ int Daemon::start() {
   } else {
     log_main()->info("metrics off (--metrics {})", opts_.metrics.empty() ? "''" : opts_.metrics);
   }
-  log_main()->info("ready: generation {} from {}", generation_, opts_.config_path);
-  sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", generation_);
+  log_main()->info("ready: generation {} from {}", generation_, policy_source_);
+  if (start_error_.empty())
+    sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", generation_);
+  else
+    sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u from the pinned chain; %s is invalid", generation_,
+               opts_.config_path.c_str());
   return 0;
+}
+
+void Daemon::save_applied(const std::string& source, const std::string& text) {
+  if (opts_.pin_dir.empty()) return;
+  if (auto st = chain::save_policy(opts_.pin_dir, source, text); !st)
+    log_main()->warn("{}; a restart with an invalid policy file will not be able to keep this chain", st.error().message);
 }
 
 control::Response Daemon::reload() {
@@ -412,7 +451,8 @@ control::Response Daemon::reload() {
   log_main()->info("reloading {}", opts_.config_path);
   control::Response r;
   try {
-    auto policy = config::load_policy_file(opts_.config_path);
+    auto text = config::read_policy_text(opts_.config_path);
+    auto policy = config::load_policy_string(text, opts_.config_path);
     auto report = apply(policy);
     if (!report) {
       spdlog::get("chain")->error("reload refused, generation {} stays: {}\n{}", generation_, report.error().message,
@@ -423,6 +463,8 @@ control::Response Daemon::reload() {
       r = control::error_response(at.error());
     } else {
       policy_source_ = opts_.config_path;
+      start_error_.clear();
+      save_applied(opts_.config_path, text);
       log_main()->info("ready: generation {} from {}", generation_, opts_.config_path);
       r.text = fmt::format("generation {}", generation_);
       nlohmann::json changed = nlohmann::json::array();
@@ -509,6 +551,8 @@ control::Response Daemon::cmd_status(const nlohmann::json&) {
                  {"stages", stages},
                  // at TC egress: records the server's ACK, window and sent sequence per flow
                  {"egress", {{"prog_id", dp_->egress_prog_id()}}}};
+  // started with an invalid policy file, enforcing the policy saved with the pinned chain
+  if (!start_error_.empty()) r.arguments["policy_file_error"] = start_error_;
   r.text = fmt::format("generation {}", generation_);
   return r;
 }
@@ -575,7 +619,7 @@ metrics::Snapshot Daemon::snapshot() const {
     s.flows.max = flows->max;
   } else {
     log_main()->warn("{}", flows.error().message);
-    s.flows.max = policy_.limits.max_flows;
+    s.flows.max = flows_sized_;  // what the table was created with
   }
   s.generation = generation_;
   s.applied_at = applied_at_;
@@ -683,6 +727,7 @@ control::Response Daemon::cmd_apply(const nlohmann::json& args) {
   if (!dry_run) {
     if (auto at = attach_matching(policy); !at) return control::error_response(at.error());
     policy_source_ = source;
+    save_applied(source, text);
   }
   nlohmann::json changed = nlohmann::json::array();
   for (const auto& c : report->plan.changes) changed.push_back({{"stage", c.stage}, {"what", c.what}});

@@ -68,6 +68,8 @@ class Daemon {
   void maintain();  // WATCHDOG=1 at half of WATCHDOG_USEC, from the io loop (so a stuck loop stops it)
   void stop();
   Status attach_matching(const config::Policy& policy);
+  // pins the applied policy beside the chain (chain/policy_store.hpp); a failure is logged
+  void save_applied(const std::string& source, const std::string& text);
   bool wanted(const std::string& ifname) const;  // matches the active policy's interfaces globs
   void on_link_event(const LinkEvent& ev);
   void register_commands();
@@ -106,6 +108,8 @@ class Daemon {
   std::string policy_source_;
   chain::Tables tables_;  // what the active generation was compiled from
   uint32_t generation_ = 0;
+  uint32_t flows_sized_ = 0;
+  std::string start_error_;  // the policy file's error when start kept the pinned chain's policy  // limits.max_flows the flow table was created with
   int64_t applied_at_ = 0;  // unix seconds of the last change
 };
 

@@ -234,8 +234,8 @@ std::vector<Family> families(const Snapshot& s) {
              {{"attached", s.links.attached}, {"reattached", s.links.reattached}, {"forgotten", s.links.forgotten}});
   {
     auto& f = b.family("policyd_interface_attached",
-                       "1 if policyd's filter is on the interface's TC ingress now, else 0 (interfaces the "
-                       "policy names and those the chain was attached to)",
+                       "1 if policyd's filters are on the interface's TC ingress and egress now, else 0 "
+                       "(interfaces the policy names and those the chain was attached to)",
                        Type::gauge);
     for (const auto& i : s.interfaces)
       f.samples.push_back(Sample{f.name,

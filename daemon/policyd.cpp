@@ -33,8 +33,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0u, 1000000u))
       ->capture_default_str();
   app.add_flag("--bpf-stats", opts.bpf_stats,
-               "have the kernel time each stage program (runs and ns per stage in stats and metrics; host-wide "
-               "while on, and every BPF program run then pays two clock reads)");
+               "have the kernel time the chain at TC ingress (its runs and ns, all stages together, in stats and "
+               "metrics; host-wide while on, and every BPF program run then pays two clock reads)");
   app.add_flag("--detach", detach, "remove the chain from every interface, unpin it, and exit");
   app.add_flag("--version", version, "print the version and exit");
   app.add_flag("--check-kernel", check_kernel,

@@ -452,3 +452,22 @@ TEST_CASE("names of enumerations and methods", "[config][policy]") {
   }
   CHECK(all == 0x1ff);
 }
+
+TEST_CASE("a route path's escapes are kept with upper-case hex digits, as requests have them", "[config][loader]") {
+  auto p = load_policy_string(kMinimal + R"(chain: [host, path]
+hosts:
+  - match: a.example
+    routes:
+      - path: { exact: "/caf%c3%a9" }
+        action: allow
+      - path: { prefix: "/x%2a/" }
+        action: deny
+)",
+                              "escapes.yaml");
+  CHECK(p.hosts[0].routes[0].path == PathMatch{PathMatch::Exact, "/caf%C3%A9"});
+  CHECK(p.hosts[0].routes[1].path == PathMatch{PathMatch::Prefix, "/x%2A/"});
+  // %7e is '~', unreserved: refused whatever the case of its digits
+  CHECK(error_of(kMinimal + "chain: [host, path]\nhosts:\n  - match: a.example\n    routes:\n"
+                            "      - {path: {prefix: \"/x%7e/\"}, action: deny}\n")
+            .find("encodes the unreserved character '~'") != std::string::npos);
+}

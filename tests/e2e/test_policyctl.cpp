@@ -66,6 +66,28 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
     CHECK(args2["generation"] == 2);
   }
 
+  SECTION("a new limits.max_flows is applied with a warning that the flow table keeps its size") {
+    auto file = write_policy(dir, "flows.yaml",
+                             edit_policy(http_policy(), "fail_mode:", "limits:\n  max_flows: 2048\nfail_mode:"));
+    auto r = ctl(env.daemon, {"-o", "json", "apply", file});
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    auto j = json::parse(r.out);
+    auto args = j.contains("arguments") ? j["arguments"] : j;
+    bool warned = false;
+    for (const auto& w : args["warnings"])
+      if (w.get<std::string>().find("limits.max_flows 2048 is not applied: the flow table keeps its 262144 entries") != std::string::npos)
+        warned = true;
+    CHECK(warned);
+    auto text = ctl(env.daemon, {"apply", file});  // the text form prints it too
+    CHECK(text.exit_code == 0);
+    CHECK((text.out + text.err).find("max_flows 2048") != std::string::npos);
+    auto stats = json::parse(ctl(env.daemon, {"-o", "json", "stats"}).out);
+    auto sargs = stats.contains("arguments") ? stats["arguments"] : stats;
+    CHECK(sargs["flows"]["max"] == 262144);  // the table keeps the size it was created with
+    CHECK(code(env.topo, "/admin") == 403);
+  }
+
   SECTION("an invalid file: exit 1 with file:line:col, the running policy stays") {
     auto file = write_policy(dir, "bad.yaml", edit_policy(http_policy(), "action: deny", "action: permit"));
     auto r = ctl(env.daemon, {"apply", file});

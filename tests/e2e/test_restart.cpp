@@ -89,3 +89,42 @@ TEST_CASE("restarts keep the chain, its programs and its connections", "[restart
     CHECK(out.find("Socket errors") == std::string::npos);  // no reset, no timeout
   }
 }
+
+TEST_CASE("a restart with an invalid policy file keeps the policy the pinned chain was applied from", "[restart]") {
+  Env env(http_policy());
+  TempDir dir("restart-invalid");
+  // the chain enforces a policy applied from another file than the config file
+  const auto applied = dir.file("applied.yaml");
+  std::ofstream(applied) << edit_policy(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
+                                        "      - path: { exact: \"/healthz\" }\n        action: deny");
+  auto r = ctl(env.daemon, {"apply", applied});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(curl(env.topo, "http://app.example.com/healthz").http_code == 403);
+
+  env.daemon.stop();
+  std::ofstream(env.daemon.policy_path()) << edit_policy(http_policy(), "action: deny", "action: permit");
+  env.daemon.restart();  // serves: it does not exit on the invalid file
+  const auto log = env.daemon.log();
+  INFO(log);
+  CHECK(log.find(cat(env.daemon.policy_path(), ":")) != std::string::npos);  // the file's error, file:line:col
+  CHECK(log.find("keeps enforcing the policy it was applied from (" + applied + ")") != std::string::npos);
+  CHECK(log.find("policy unchanged: generation 2 stays") != std::string::npos);
+  auto status = json::parse(ctl(env.daemon, {"-o", "json", "status"}).out);
+  auto args = status.contains("arguments") ? status["arguments"] : status;
+  CHECK(args["generation"] == 2);
+  CHECK(args["policy_source"] == applied);
+  CHECK(args["policy_file_error"].get<std::string>().find("permit") != std::string::npos);
+  CHECK(curl(env.topo, "http://app.example.com/healthz").http_code == 403);
+  CHECK(curl(env.topo, "http://app.example.com/admin").http_code == 403);
+
+  // the file is still the config: fixing it applies it
+  auto out = env.daemon.reload(http_policy());
+  INFO(out);
+  CHECK(out.find("ready: generation 3") != std::string::npos);
+  CHECK(curl(env.topo, "http://app.example.com/healthz").http_code == 200);
+  auto after = json::parse(ctl(env.daemon, {"-o", "json", "status"}).out);
+  auto a2 = after.contains("arguments") ? after["arguments"] : after;
+  CHECK_FALSE(a2.contains("policy_file_error"));
+  CHECK(a2["policy_source"] == env.daemon.policy_path());
+}
