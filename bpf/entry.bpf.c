@@ -28,6 +28,7 @@ struct pd_scan_state { /* lives in ctx->work: opaque to the verifier, so the loo
 	__u32 to;
 	__u32 end; /* index after the final LF, 0 if not found */
 	__u32 lead; /* only CR/LF so far: empty lines before the request line, skipped (RFC 9112 2.2) */
+	__u32 first; /* find the end of the request line instead (the first LF after the lead) */
 };
 
 struct pd_scan {
@@ -57,6 +58,10 @@ static long pd_scan_cb(__u32 i, struct pd_scan *sc)
 	s->from = pos + 1;
 	if (sc->buf[PD_HEAD_IDX(pos)] != '\n')
 		return 0;
+	if (s->first) {
+		s->end = pos + 1;
+		return 1;
+	}
 	if (pos + 1 < s->to && sc->buf[PD_HEAD_IDX(pos + 1)] == '\n') {
 		s->end = pos + 2;
 		return 1;
@@ -69,6 +74,22 @@ static long pd_scan_cb(__u32 i, struct pd_scan *sc)
 	return 0;
 }
 
+/* Whether the request line ending with the LF at buf[lf] ends in " HTTP/d.d" (an optional
+ * CR before the LF). */
+PD_INLINE int pd_http_versioned(__u8 *buf, __u32 lf)
+{
+	__u32 e = lf;
+	if (e > 0 && buf[PD_HEAD_IDX(e - 1)] == '\r')
+		e--;
+	if (e < 9)
+		return 0;
+	__u32 b = e - 9;
+	return buf[PD_HEAD_IDX(b)] == ' ' && buf[PD_HEAD_IDX(b + 1)] == 'H' && buf[PD_HEAD_IDX(b + 2)] == 'T' &&
+	       buf[PD_HEAD_IDX(b + 3)] == 'T' && buf[PD_HEAD_IDX(b + 4)] == 'P' && buf[PD_HEAD_IDX(b + 5)] == '/' &&
+	       buf[PD_HEAD_IDX(b + 6)] >= '0' && buf[PD_HEAD_IDX(b + 6)] <= '9' && buf[PD_HEAD_IDX(b + 7)] == '.' &&
+	       buf[PD_HEAD_IDX(b + 8)] >= '0' && buf[PD_HEAD_IDX(b + 8)] <= '9';
+}
+
 PD_INLINE __u32 pd_find_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u32 to)
 {
 	struct pd_scan_state *s = (struct pd_scan_state *)ctx->work;
@@ -79,9 +100,26 @@ PD_INLINE __u32 pd_find_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u3
 	/* a head whose first bytes are empty lines; a scan resumed in an accumulated head does
 	 * not skip (at worst a head of nothing but empty lines gets the fail mode) */
 	s->lead = from == 0;
+	s->first = 0;
 	if (to > from)
 		bpf_loop(to - from, pd_scan_cb, &sc, 0);
-	return s->end;
+	if (s->end)
+		return s->end;
+	/* No empty line yet. A server acts on a request line without a version at once
+	 * (HTTP/0.9: nginx serves "GET /path" with no headers), so an incomplete head can pass
+	 * only while its request line is incomplete or carries HTTP/x.y. Otherwise the request
+	 * line is the head, judged now (the HTTP stage gives it bad_request_line). The scan
+	 * stops at the request line's end: short, after the first segments. */
+	s->from = 0;
+	s->end = 0;
+	s->lead = 1;
+	s->first = 1;
+	if (to > 0)
+		bpf_loop(to, pd_scan_cb, &sc, 0);
+	__u32 q = s->end;
+	if (q && !pd_http_versioned(buf, q - 1))
+		return q;
+	return 0;
 }
 
 /* ---- end of a ClientHello ------------------------------------------------------------
@@ -236,6 +274,7 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->host_off = ctx->host_len = 0;
 	ctx->auth_off = ctx->auth_len = 0;
 	ctx->auth_count = 0;
+	ctx->upgrade = 0;
 	ctx->jwt_reason = PD_J_OK;
 	ctx->jwt_require = 0;
 	ctx->jwt_sub = 0;
@@ -459,6 +498,17 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	if (r == PD_P_OTHER || r == PD_P_LATER_FRAG || r == PD_P_SHORT || r == PD_P_BAD)
 		return TC_ACT_OK; /* not a packet we can attribute to a listener */
 	volatile struct pd_config *cfg = &pd_cfg[gen];
+	if (r == PD_P_UNWALKABLE) {
+		/* An IPv6 header chain too long to walk: it may carry a listener's segment, which
+		 * must never pass unjudged. The fail mode, whatever it carries (no listener or
+		 * port is known: the event names the addresses only). */
+		__u32 z = 0;
+		struct pd_ctx *uc = bpf_map_lookup_elem(&pd_scratch, &z);
+		if (!uc)
+			return TC_ACT_SHOT;
+		pd_ctx_init(uc, skb, &p, gen, cfg, 0, PD_LISTENER_NONE, preflight);
+		return pd_fail_inline(uc, PD_R_IPV6_CHAIN);
+	}
 	if (r == PD_P_UDP && !cfg->quic_deny)
 		return TC_ACT_OK;
 
@@ -818,6 +868,7 @@ int pd_egress(struct __sk_buff *skb)
 		__u64 o = pd_tcp_options_in(skb, w, p.l4_off, p.payload_off);
 		__u8 ws = ((o & PD_OPT_WS) && !(o & PD_OPT_BAD)) ? PD_OPT_WS_SHIFT(o) : 0;
 		f->srv_wscale = ws > 14 ? 14 : ws; /* RFC 7323 2.3 */
+		f->srv_data = end;
 		f->srv_nxt = end;
 		f->srv_ack = p.ack;
 		f->srv_edge = p.ack + p.win;
@@ -835,5 +886,19 @@ int pd_egress(struct __sk_buff *skb)
 	__u32 edge = p.ack + ((__u32)p.win << (f->srv_wscale & 15));
 	if (!(p.tcp_flags & PD_TCP_SYN) && pd_seq_before(f->srv_edge, edge))
 		f->srv_edge = edge;
+	/* WebSocket, h2c: the server's first bytes answer the connection's first request, which
+	 * asked to switch protocols. A 101 there means the server reads no more HTTP/1.x on this
+	 * connection: neither does the gateway (what follows is frames, not request heads). */
+	if (f->upgrade == PD_UP_ASKED && p.seq == f->srv_data && p.payload_len >= 12) {
+		__u8 st[12];
+		if (bpf_skb_load_bytes(skb, p.payload_off, st, sizeof(st)) == 0 && st[0] == 'H' && st[1] == 'T' &&
+		    st[2] == 'T' && st[3] == 'P' && st[4] == '/' && st[5] == '1' && st[6] == '.' && st[7] == '1' &&
+		    st[8] == ' ' && st[9] == '1' && st[10] == '0' && st[11] == '1') {
+			f->upgrade = PD_UP_SWITCHED;
+			f->verdict = PD_ACT_ALLOW;
+			f->state = PD_FS_FINAL;
+			pd_count(PD_C_UPGRADED);
+		}
+	}
 	return TC_ACT_OK;
 }

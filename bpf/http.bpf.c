@@ -21,12 +21,13 @@ enum {
 	S_DONE,
 };
 
-enum { H_HOST = 1, H_CL = 2, H_TE = 4, H_AUTH = 8, H_ALL = 15 };
+enum { H_HOST = 1, H_CL = 2, H_TE = 4, H_AUTH = 8, H_UPG = 16, H_ALL = 31 };
 
 const volatile char n_host[] = "host";
 const volatile char n_cl[] = "content-length";
 const volatile char n_te[] = "transfer-encoding";
 const volatile char n_auth[] = "authorization";
+const volatile char n_upg[] = "upgrade";
 const volatile char v_chunked[] = "chunked";
 const volatile char v_version[] = "HTTP/1.";
 
@@ -63,6 +64,8 @@ PD_INLINE char name_at(__u8 cand, __u32 k)
 		return k < sizeof(n_te) - 1 ? n_te[k] : 0;
 	case H_AUTH:
 		return k < sizeof(n_auth) - 1 ? n_auth[k] : 0;
+	case H_UPG:
+		return k < sizeof(n_upg) - 1 ? n_upg[k] : 0;
 	}
 	return 0;
 }
@@ -78,6 +81,8 @@ PD_INLINE __u32 name_len_of(__u8 cand)
 		return sizeof(n_te) - 1;
 	case H_AUTH:
 		return sizeof(n_auth) - 1;
+	case H_UPG:
+		return sizeof(n_upg) - 1;
 	}
 	return 0;
 }
@@ -93,6 +98,8 @@ PD_INLINE __u8 narrow(__u8 cand, __u32 k, __u8 c)
 		out |= H_TE;
 	if ((cand & H_AUTH) && name_at(H_AUTH, k) == c)
 		out |= H_AUTH;
+	if ((cand & H_UPG) && name_at(H_UPG, k) == c)
+		out |= H_UPG;
 	return out;
 }
 
@@ -121,6 +128,10 @@ PD_INLINE void end_header(struct pd_ctx *ctx, struct pd_http *h)
 			ctx->auth_count++;
 		ctx->auth_off = h->val_start;
 		ctx->auth_len = h->val_end > h->val_start ? h->val_end - h->val_start : 0;
+		break;
+	case H_UPG:
+		if (h->val_end > h->val_start)
+			ctx->upgrade = 1;
 		break;
 	}
 }

@@ -188,6 +188,8 @@ int pd_verdict(struct __sk_buff *skb)
 		}
 		f->requests++;
 		f->last_ns = bpf_ktime_get_ns();
+		/* only the first request's answer is known to start the server's stream */
+		f->upgrade = ctx->upgrade && f->requests == 1 && ctx->reason == PD_R_NONE ? PD_UP_ASKED : PD_UP_NONE;
 		__u32 head_end = ctx->head.start_seq + ctx->head_len;
 		if (ctx->chunked) {
 			f->state = PD_FS_CHUNKED;

@@ -49,9 +49,9 @@ Result<JwtKeyMaterial> read_key_material(const config::Policy& policy) {
       m.secrets[name] = std::move(*secret);
     }
     if (p.jwks_file) {
-      std::ifstream in(*p.jwks_file, std::ios::binary);
-      if (!in) return make_error(fmt::format("jwt provider '{}': {}: cannot read", name, *p.jwks_file));
-      m.jwks[name] = std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      auto text = jwt::read_key_file(*p.jwks_file);
+      if (!text) return make_error(fmt::format("jwt provider '{}': {}", name, text.error().message));
+      m.jwks[name] = std::move(*text);
     }
   }
   return m;

@@ -572,7 +572,8 @@ metrics::Snapshot Daemon::snapshot() const {
                 .fail_open = at(PD_C_FAIL_OPEN),
                 .truncated = at(PD_C_TRUNCATED),
                 .generation_mismatch = at(PD_C_GEN_MISMATCH),
-                .quic_denied = at(PD_C_QUIC_DENIED)};
+                .quic_denied = at(PD_C_QUIC_DENIED),
+                .upgraded = at(PD_C_UPGRADED)};
   for (unsigned g = 0; g < PD_IG_MAX; ++g)
     if (abi::ignored_name(g) != "unknown") s.ignored.emplace_back(abi::ignored_name(g), at(PD_C_IGNORED_BASE + g));
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
@@ -658,7 +659,7 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   nlohmann::json counters = {{"packets", c.packets},     {"fast_path", c.fast_path}, {"head_partial", c.head_partial},
                              {"requests", c.requests},   {"flows_new", c.flows_new}, {"fail_open", c.fail_open},
                              {"truncated", c.truncated}, {"generation_mismatch", c.generation_mismatch},
-                             {"quic_denied", c.quic_denied}};
+                             {"quic_denied", c.quic_denied}, {"upgraded", c.upgraded}};
   nlohmann::json limits = nlohmann::json::object();
   for (const auto& l : s.ratelimit.limits) limits[l.name] = {{"allowed", l.allowed}, {"limited", l.limited}};
   nlohmann::json ratelimit = {{"allowed", s.ratelimit.allowed},

@@ -92,7 +92,9 @@ nlohmann::json event_json(const pd_event_decision& ev, const EventNames* names, 
   j["stage"] = abi::stage_name(ev.stage);
   if (ev.proto == PD_PROTO_HTTP) j["protocol"] = "http";
   if (ev.proto == PD_PROTO_TLS) j["protocol"] = "tls";
-  if (names && ev.listener < names->listeners.size())
+  if (ev.listener == PD_LISTENER_NONE)
+    j["listener"] = nullptr;  // the packet's port is unknown (an IPv6 header chain too long to walk)
+  else if (names && ev.listener < names->listeners.size())
     j["listener"] = names->listeners[ev.listener].name;
   else
     j["listener"] = ev.listener;
@@ -115,7 +117,8 @@ std::string event_line(const nlohmann::json& e) {
   if (auto v = s("method"); !v.empty()) line += " " + v;
   std::string target = s("host") + s("path");
   if (!target.empty()) line += " " + target;
-  line += fmt::format(" client {} server {} listener {}", s("client"), s("server"), s("listener"));
+  line += fmt::format(" client {} server {}", s("client"), s("server"));
+  if (auto v = s("listener"); !v.empty()) line += " listener " + v;
   if (auto v = s("reason"); !v.empty()) line += fmt::format(" reason {} (fail mode)", v);
   if (auto v = s("jwt_reason"); !v.empty()) line += " token " + v;
   if (auto v = s("rule"); !v.empty()) {

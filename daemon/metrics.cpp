@@ -159,6 +159,10 @@ std::vector<Family> families(const Snapshot& s) {
     f.samples.push_back(Sample{f.name, {}, static_cast<double>(s.chain_ns) / 1e9});
   }
   b.counter("policyd_quic_denied_total", "UDP datagrams to a TLS listener with quic: deny, dropped", c.quic_denied);
+  b.counter("policyd_upgraded_connections_total",
+            "HTTP connections the server switched to another protocol (101 to an Upgrade: WebSocket, h2c); "
+            "their later bytes are not parsed",
+            c.upgraded);
   b.counters("policyd_ignored_segments_total",
              "listener segments the server's TCP would discard (bad checksum, TTL expiring here, ...), dropped "
              "without being judged",

@@ -40,29 +40,6 @@ struct FileDescriptor {
   }
 };
 
-Result<std::string> read_file(const std::string& path) {
-  const auto fail = [&](std::string_view what) -> Result<std::string> {
-    return make_error(fmt::format("{}: {}", path, what));
-  };
-  const FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  const int fd = file.fd;
-  if (fd < 0) return fail(fmt::format("cannot open: {}", std::strerror(errno)));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return fail(fmt::format("cannot stat: {}", std::strerror(errno)));
-  if (!S_ISREG(st.st_mode)) return fail("not a regular file");
-  if (static_cast<size_t>(st.st_size) > kMaxKeyFile) return fail("larger than 1 MiB");
-  std::string content(static_cast<size_t>(st.st_size), '\0');
-  size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::read(fd, content.data() + done, content.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail(fmt::format("cannot read: {}", std::strerror(errno)));
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  content.resize(done);
-  return content;
-}
 
 // A key being read, or why it is left out (`skipped`), or an error.
 struct Loaded {
@@ -227,8 +204,37 @@ Result<Loaded> read_key(const json& entry, const std::string& label) {
 
 }  // namespace
 
+Result<std::string> read_key_file(const std::string& path) {
+  const auto fail = [&](std::string_view what) -> Result<std::string> {
+    return make_error(fmt::format("{}: {}", path, what));
+  };
+  // O_PATH first: a FIFO would block the open, and a device's open may act (a watchdog
+  // starts); only a regular file is then opened for reading, through the same inode
+  const FileDescriptor where{::open(path.c_str(), O_PATH | O_CLOEXEC)};
+  if (where.fd < 0) return fail(fmt::format("cannot open: {}", std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(where.fd, &st) != 0) return fail(fmt::format("cannot stat: {}", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) return fail("not a regular file");
+  const FileDescriptor file{::open(fmt::format("/proc/self/fd/{}", where.fd).c_str(),
+                                   O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)};
+  const int fd = file.fd;
+  if (fd < 0) return fail(fmt::format("cannot open: {}", std::strerror(errno)));
+  if (static_cast<size_t>(st.st_size) > kMaxKeyFile) return fail("larger than 1 MiB");
+  std::string content(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::read(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(fmt::format("cannot read: {}", std::strerror(errno)));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  content.resize(done);
+  return content;
+}
+
 Result<std::string> load_secret(const std::string& path) {
-  auto secret = read_file(path);
+  auto secret = read_key_file(path);
   if (!secret) return secret;
   // The secret is the file's bytes without one trailing "\n" or "\r\n": the line end that `echo`
   // and editors add is not meant as part of the key. (A secret that must end in a newline
@@ -279,7 +285,7 @@ Result<Keys> parse_jwks(std::string_view text, const std::string& name) {
 }
 
 Result<Keys> load_jwks(const std::string& path) {
-  auto text = read_file(path);
+  auto text = read_key_file(path);
   if (!text) return text.error();
   return parse_jwks(*text, path);
 }

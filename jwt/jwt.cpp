@@ -338,6 +338,11 @@ std::optional<json> parse_object(std::string_view text, std::string& why) {
     if (const size_t end = message.find("] "); end != std::string_view::npos) {
       message.remove_prefix(end + 2);
     }
+    // nlohmann quotes what it read last ("; last read: '...'"): never echo a file's bytes (a
+    // key file may be any file the policy names) nor a token's
+    if (const size_t quote = message.find("; last read:"); quote != std::string_view::npos) {
+      message = message.substr(0, quote);
+    }
     why = fmt::format("not JSON: {}", message);
     return std::nullopt;
   }

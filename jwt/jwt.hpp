@@ -87,6 +87,9 @@ struct Keys {
   std::vector<std::string> skipped;   // jwks entries left out, each saying which and why
 };
 
+// A key file's bytes: a regular file (a FIFO, device or directory is refused without being
+// opened for reading) of at most 1 MiB. Errors name the file, never its contents.
+Result<std::string> read_key_file(const std::string& path);
 // secret_file: the file's bytes without one trailing "\n" or "\r\n" (what `echo` and editors
 // add). Errors (unreadable, empty) name the file.
 Result<std::string> load_secret(const std::string& path);

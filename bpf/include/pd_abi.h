@@ -74,6 +74,7 @@ enum pd_reason {
 	PD_R_RL_NO_KEY = 25,         /* a rate limit's key is missing (jwt_sub without a verified token) */
 	PD_R_URGENT = 26,            /* urgent data (URG) in bytes that are judged: the server would cut a byte out */
 	PD_R_UNCHECKED = 27,         /* a resent piece of a judged head the server may not have, which cannot be checked */
+	PD_R_IPV6_CHAIN = 28,        /* an IPv6 extension header chain longer than the entry program walks */
 	PD_R_MAX = 32,
 };
 
@@ -136,6 +137,7 @@ enum pd_counter {
 	PD_C_EV_LOST,                                  /* decision events the ring buffer had no room for */
 	PD_C_QUIC_DENIED,                              /* UDP datagrams to a TLS listener with quic: deny */
 	PD_C_IGNORED_BASE,                             /* + pd_ignored: segments the server would discard, dropped unjudged */
+	PD_C_UPGRADED = (int)PD_C_IGNORED_BASE + 8,    /* connections the server switched to another protocol (101) */
 	PD_C_MAX = 128,
 };
 
@@ -168,6 +170,10 @@ enum pd_ignored {
 #define PD_RULE_NONE 0xffffffffu
 
 /* ---- listeners ---------------------------------------------------------------------- */
+
+/* The listener of an event about a packet whose port is unknown (an IPv6 header chain too
+ * long to walk): none. */
+#define PD_LISTENER_NONE 0xffff
 enum pd_proto { PD_PROTO_HTTP = 1, PD_PROTO_TLS = 2 };
 
 struct pd_listener_key {
@@ -283,12 +289,21 @@ struct pd_flow {
 	 * seen by pd_egress) or is ignored (its challenge ACK); until then nothing changes. */
 	__u32 syn_isn;
 	__u8 syn_pending;
-	__u8 pad2[3];
+	/* pd_upgrade: the connection's first request asked to switch protocols (Upgrade:) and
+	 * was allowed; pd_egress then reads the server's first bytes for its 101 */
+	__u8 upgrade;
+	__u8 pad2[2];
 	__u32 check_hi;     /* end of the judged (or read: chunk framing) bytes kept in records */
-	__u32 pad3;
+	__u32 srv_data;     /* sequence number of the server's first data byte (its ISN + 1) */
 	/* earlier judged heads (until acknowledged) and, with the server's side, segments of
 	 * chunked-body framing: whole copies are held to their digests */
 	struct pd_judged older[PD_OLDER_HEADS];
+};
+
+enum pd_upgrade {
+	PD_UP_NONE = 0,
+	PD_UP_ASKED = 1,    /* the first request, allowed, carried Upgrade: */
+	PD_UP_SWITCHED = 2, /* the server answered it 101: no longer HTTP/1.x, not parsed */
 };
 
 /* What the accumulation entry holds of a flow's last judged head. */
@@ -593,7 +608,8 @@ struct pd_ctx {
 	__u64 hash_seed;
 	__u8 head_held;    /* the head came in several segments: pd_accum keeps its bytes */
 	__u8 seg_has_ts;   /* this segment carries a TCP timestamp (pd_discard_check) */
-	__u8 pad_held[2];
+	__u8 upgrade;      /* the head carries an Upgrade header (WebSocket, h2c) */
+	__u8 pad_held;
 	__u32 seg_tsval;   /* its TSval */
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by

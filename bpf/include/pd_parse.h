@@ -1,5 +1,7 @@
 /* pd_parse.h: L2-L4 parsing for the entry program — Ethernet (+ up to two 802.1Q/802.1ad
- * tags), IPv4 (with options; fragments flagged), IPv6 (bounded extension headers), TCP. */
+ * tags), IPv4 (with options; fragments flagged), IPv6 (extension headers, any size, up to
+ * PD_IPV6_EXT_MAX of them), TCP. Headers past the fixed ones are read with
+ * bpf_skb_load_bytes, so where they sit in the packet does not matter. */
 #ifndef PD_PARSE_H
 #define PD_PARSE_H
 
@@ -11,7 +13,9 @@
 #include "pd_common.h"
 
 #define PD_VLAN_MAX 2
-#define PD_IPV6_EXT_MAX 4
+/* Linux walks any number of extension headers; past this many the entry program does not
+ * know what the packet carries, and it gets the fail mode (PD_P_UNWALKABLE). */
+#define PD_IPV6_EXT_MAX 16
 
 struct pd_vlan_hdr {
 	__be16 tci;
@@ -26,6 +30,8 @@ enum pd_parse_result {
 	PD_P_LATER_FRAG = 4,/* non-first fragment: no TCP header to look at */
 	PD_P_BAD = 5,       /* inconsistent lengths */
 	PD_P_UDP = 6,       /* a UDP datagram (or its first fragment): ports filled */
+	PD_P_UNWALKABLE = 7,/* an IPv6 header chain longer than PD_IPV6_EXT_MAX: addresses filled,
+			     * what it carries unknown */
 };
 
 struct pd_pkt {
@@ -56,13 +62,9 @@ struct pd_pkt {
 /* The ports of a transport header that may be cut short (a first fragment): 4 bytes. */
 PD_INLINE int pd_parse_ports(struct __sk_buff *skb, struct pd_pkt *p, __u32 l4_off, int result)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	if (l4_off > 512)
-		return PD_P_BAD;
-	__be16 *ports = data + l4_off;
-	if ((void *)(ports + 2) > data_end)
-		return PD_P_SHORT;
+	__be16 ports[2];
+	if (l4_off > 0xffff || bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
+		return PD_P_BAD; /* beyond the packet: the receiver drops it too */
 	p->l4_off = l4_off;
 	p->key.sport = ports[0];
 	p->key.dport = ports[1];
@@ -72,27 +74,77 @@ PD_INLINE int pd_parse_ports(struct __sk_buff *skb, struct pd_pkt *p, __u32 l4_o
 
 PD_INLINE int pd_parse_tcp(struct __sk_buff *skb, struct pd_pkt *p, __u32 l4_off, __u32 l4_len)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	if (l4_off > 512)
+	struct tcphdr th;
+	if (l4_off > 0xffff || bpf_skb_load_bytes(skb, l4_off, &th, sizeof(th)) < 0)
 		return PD_P_BAD;
-	struct tcphdr *th = data + l4_off;
-	if ((void *)(th + 1) > data_end)
-		return PD_P_SHORT;
-	__u32 doff = (__u32)th->doff * 4;
-	if (doff < sizeof(*th) || doff > l4_len)
+	__u32 doff = (__u32)th.doff * 4;
+	if (doff < sizeof(th) || doff > l4_len || l4_off + doff > 0xffff)
 		return PD_P_BAD;
 	p->l4_off = l4_off;
 	p->payload_off = l4_off + doff;
 	p->payload_len = l4_len - doff;
-	p->key.sport = th->source;
-	p->key.dport = th->dest;
-	p->dport = bpf_ntohs(th->dest);
-	p->seq = bpf_ntohl(th->seq);
-	p->ack = bpf_ntohl(th->ack_seq);
-	p->tcp_flags = ((__u8 *)th)[13];
-	p->win = bpf_ntohs(th->window);
+	p->key.sport = th.source;
+	p->key.dport = th.dest;
+	p->dport = bpf_ntohs(th.dest);
+	p->seq = bpf_ntohl(th.seq);
+	p->ack = bpf_ntohl(th.ack_seq);
+	p->tcp_flags = ((__u8 *)&th)[13];
+	p->win = bpf_ntohs(th.window);
 	return PD_P_TCP;
+}
+
+PD_INLINE int pd_v6_ext(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS || nh == IPPROTO_AH ||
+	       nh == IPPROTO_FRAGMENT;
+}
+
+/* The walk over an IPv6 header chain, one extension header per bpf_loop step. */
+struct pd_v6walk {
+	struct __sk_buff *skb;
+	__u32 l4;         /* offset of the header named by nh */
+	__u32 ext;        /* bytes of extension headers walked */
+	__u8 nh;          /* the next header number */
+	__u8 first_frag;  /* a fragment header with offset 0 and more fragments */
+	__u8 result;      /* 0 while walking; a pd_parse_result when the walk decided */
+	__u8 pad;
+};
+
+static long pd_v6_step(__u32 i, void *data)
+{
+	struct pd_v6walk *w = data;
+	__u8 nh = w->nh;
+	if (nh == IPPROTO_TCP || nh == IPPROTO_UDP)
+		return 1;
+	if (!pd_v6_ext(nh)) {
+		w->result = PD_P_OTHER; /* ICMPv6, ESP, no next header, ...: not TCP we can see */
+		return 1;
+	}
+	__u8 eh[4];
+	__u32 at = w->l4;
+	if (at > 0xffff || bpf_skb_load_bytes(w->skb, at, eh, sizeof(eh)) < 0) {
+		w->result = PD_P_BAD; /* a header beyond the packet: the receiver drops it */
+		return 1;
+	}
+	__u32 hlen;
+	if (nh == IPPROTO_AH) {
+		hlen = ((__u32)eh[1] + 2) * 4;
+	} else if (nh == IPPROTO_FRAGMENT) {
+		__u16 fo = ((__u16)eh[2] << 8) | eh[3];
+		if (fo & 0xfff8) {
+			w->result = PD_P_LATER_FRAG;
+			return 1;
+		}
+		if (fo & 1)
+			w->first_frag = 1;
+		hlen = 8;
+	} else {
+		hlen = ((__u32)eh[1] + 1) * 8;
+	}
+	w->nh = eh[0];
+	w->l4 = at + hlen;
+	w->ext += hlen;
+	return 0;
 }
 
 PD_INLINE int pd_parse_packet(struct __sk_buff *skb, struct pd_pkt *p)
@@ -159,34 +211,21 @@ PD_INLINE int pd_parse_packet(struct __sk_buff *skb, struct pd_pkt *p)
 		__builtin_memcpy(p->key.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->key.daddr, &ip6->daddr, 16);
 		p->ttl = ip6->hop_limit;
-		__u8 nh = ip6->nexthdr;
-		__u32 l4 = off + sizeof(*ip6);
-		__u32 ext = 0;
-		int first_frag = 0;
-		for (int i = 0; i < PD_IPV6_EXT_MAX; i++) {
-			if (nh == IPPROTO_TCP || nh == IPPROTO_UDP)
-				break;
-			__u8 *eh = data + l4;
-			if ((void *)(eh + 8) > data_end)
-				return PD_P_SHORT;
-			__u32 hlen;
-			if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS)
-				hlen = ((__u32)eh[1] + 1) * 8;
-			else if (nh == IPPROTO_AH)
-				hlen = ((__u32)eh[1] + 2) * 4;
-			else if (nh == IPPROTO_FRAGMENT) {
-				__u16 fo = ((__u16)eh[2] << 8) | eh[3];
-				if (fo & 0xfff8)
-					return PD_P_LATER_FRAG;
-				if (fo & 1)
-					first_frag = 1;
-				hlen = 8;
-			} else
-				return PD_P_OTHER;
-			nh = eh[0];
-			l4 += hlen;
-			ext += hlen;
-		}
+		struct pd_v6walk w = {
+			.skb = skb,
+			.l4 = off + sizeof(*ip6),
+			.nh = ip6->nexthdr,
+		};
+		/* one callback, verified once, however long the chain */
+		bpf_loop(PD_IPV6_EXT_MAX, pd_v6_step, &w, 0);
+		if (w.result)
+			return w.result;
+		__u8 nh = w.nh;
+		__u32 l4 = w.l4 & 0x1ffff;
+		__u32 ext = w.ext & 0x1ffff;
+		int first_frag = w.first_frag;
+		if (pd_v6_ext(nh))
+			return PD_P_UNWALKABLE;
 		if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
 			return PD_P_OTHER;
 		if (ext > plen)

@@ -167,9 +167,19 @@ PD_INLINE int pd_build(struct __sk_buff *skb, struct pd_ctx *ctx, int kind,
 		       const char *body, __u32 body_len, int swap_macs)
 {
 	int to_client = kind != PD_REPLY_RST_SERVER;
-	/* IPv6 replies carry no extension headers: TCP goes right after the fixed header */
-	if (ctx->family == 6)
-		ctx->l4_off = ctx->l3_off + sizeof(struct ipv6hdr);
+	/* IPv6 replies carry no extension headers: TCP goes right after the fixed header. They
+	 * are removed as the stack would (bpf_skb_adjust_room), not trimmed over: the skb may
+	 * know where its transport header is (the sender's stack or GRO set it), and the kernel
+	 * refuses to trim a packet shorter than that. */
+	if (ctx->family == 6) {
+		__u32 fixed_end = ctx->l3_off + sizeof(struct ipv6hdr);
+		if (ctx->l4_off > fixed_end) {
+			__s32 ext = (__s32)(ctx->l4_off - fixed_end);
+			if (bpf_skb_adjust_room(skb, -ext, BPF_ADJ_ROOM_NET, 0) < 0)
+				return -1;
+		}
+		ctx->l4_off = fixed_end;
+	}
 	__u32 tcp_len = sizeof(struct tcphdr) + (kind == PD_REPLY_HTTP ? body_len : 0);
 	__u32 total = ctx->l4_off + tcp_len;
 

@@ -236,6 +236,7 @@ PD_INLINE void pd_flow_start(struct pd_flow *f, __u32 isn, __u8 has_ts, __u32 ts
 	f->has_ts = has_ts;
 	f->ts_recent = tsval;
 	f->syn_pending = 0;
+	f->upgrade = PD_UP_NONE;
 	f->check_hi = isn + 1;
 	f->digest_key = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
 }

@@ -180,6 +180,72 @@ TEST_CASE("IP fragments of listener traffic get the fail mode", "[evasion]") {
   }
 }
 
+TEST_CASE("IPv6 extension headers: any chain Linux walks is walked, a longer one gets the fail mode", "[evasion][ipv6]") {
+  using Ext = std::vector<std::pair<uint8_t, size_t>>;
+  constexpr uint8_t kHop = 0, kRouting = 43, kFrag = 44, kAh = 51, kDst = 60;
+  SECTION("the head behind extension headers is judged as without them") {
+    const std::vector<std::pair<const char*, Ext>> chains = {
+        {"one destination options header", {{kDst, 8}}},
+        {"hop-by-hop, routing, destination options, AH", {{kHop, 8}, {kRouting, 8}, {kDst, 16}, {kAh, 24}}},
+        {"one large destination options header (2 KB)", {{kDst, 2048}}},
+        {"an atomic fragment header (offset 0, no more fragments)", {{kFrag, 8}}},
+        {"sixteen destination options headers", Ext(16, {kDst, 8})},
+        {"sixteen headers of 128 bytes", Ext(16, {kDst, 128})},
+    };
+    Fixture fx(kPolicy);
+    for (const auto& [what, chain] : chains) {
+      INFO(what);
+      for (const auto& [head, allowed] : {std::pair{kAllowed, true}, std::pair{kRefused, false}}) {
+        Conn conn(fx, 6);
+        REQUIRE(conn.syn().passed_unchanged());
+        Packet p = conn.at(0, head);
+        p.ipv6_ext = chain;
+        auto o = fx.run(p);
+        CHECK(o.counter(PD_C_REQUESTS) == 1);
+        if (allowed) {
+          CHECK(o.passed_unchanged());
+        } else {
+          CHECK(o.refused());  // the RST to the server, without the extension headers
+          CHECK(o.tcp.tcp_csum_ok);
+          CHECK(o.reason(PD_R_REPLY_FAILED) == 0);
+        }
+      }
+    }
+  }
+  SECTION("a first fragment behind other extension headers gets the fail mode") {
+    Fixture fx(kPolicy);
+    Conn conn(fx, 6);
+    REQUIRE(conn.syn().passed_unchanged());
+    Packet p = conn.at(0, kAllowed);
+    p.ipv6_ext = {{kDst, 8}, {kDst, 8}, {kDst, 8}, {kDst, 8}, {kDst, 8}, {kFrag, 8}};
+    p.more_fragments = true;
+    auto o = fx.run(p);
+    CHECK(o.reason(PD_R_FRAGMENT) == 1);
+    CHECK(o.dropped());
+  }
+  SECTION("seventeen headers: the fail mode, whatever the segment carries") {
+    for (const bool open : {false, true}) {
+      INFO((open ? "fail_mode open" : "fail_mode closed"));
+      Fixture fx(open ? kOpenPolicy : kPolicy);
+      Conn conn(fx, 6);
+      REQUIRE(conn.syn().passed_unchanged());
+      Packet p = conn.at(0, kRefused);
+      p.ipv6_ext = Ext(17, {kDst, 8});
+      auto o = fx.run(p);
+      CHECK(o.reason(PD_R_IPV6_CHAIN) == 1);
+      CHECK(o.counter(PD_C_REQUESTS) == 0);
+      if (open)
+        CHECK(o.passed_unchanged());
+      else
+        CHECK(o.dropped());
+      // and a packet to no listener too: its port is behind the headers, unknown
+      Packet other = p;
+      other.dport = 8080;
+      CHECK(fx.run(other).reason(PD_R_IPV6_CHAIN) == 1);
+    }
+  }
+}
+
 TEST_CASE("a head across the 2^32 sequence wrap is judged", "[evasion]") {
   Fixture fx(kPolicy);
   for (const auto& [head, allowed] : {std::pair{kAllowed, true}, std::pair{kRefused, false}}) {

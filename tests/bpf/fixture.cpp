@@ -135,6 +135,7 @@ Packet Conn::base() const {
 Outcome Fixture::run_egress(const Packet& p) {
   Outcome o;
   o.in = p.build();
+  auto before = dp_->read_counters().values;
   o.out.assign(o.in.size() + 64, 0);
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = o.in.data(), .data_out = o.out.data(),
               .data_size_in = static_cast<uint32_t>(o.in.size()),
@@ -143,6 +144,9 @@ Outcome Fixture::run_egress(const Packet& p) {
   o.retval = static_cast<int>(opts.retval);
   o.out.resize(opts.data_size_out);
   o.tcp = parse(o.out);
+  auto after = dp_->read_counters().values;
+  o.delta.resize(after.size());
+  for (size_t i = 0; i < after.size() && i < before.size(); ++i) o.delta[i] = after[i] - before[i];
   return o;
 }
 
@@ -175,6 +179,17 @@ Outcome Conn::server(uint32_t rel_ack, uint16_t window, uint32_t data_len) {
   p.window = window;
   p.payload.assign(data_len, 'r');
   srv_ += data_len;
+  return fx_.run_egress(p);
+}
+
+Outcome Conn::server_send(uint32_t rel_ack, uint16_t window, const std::string& data) {
+  Packet p = reversed(base());
+  p.flags = kAck | kPsh;
+  p.seq = srv_;
+  p.ack = isn_ + 1 + rel_ack;
+  p.window = window;
+  p.payload = data;
+  srv_ += static_cast<uint32_t>(data.size());
   return fx_.run_egress(p);
 }
 

@@ -62,6 +62,7 @@ class Conn {
   // window `window` (as sent: unscaled) and `data_len` bytes of its own.
   Outcome syn_ack(int wscale, uint16_t window);
   Outcome server(uint32_t rel_ack, uint16_t window, uint32_t data_len = 0);
+  Outcome server_send(uint32_t rel_ack, uint16_t window, const std::string& data);  // these bytes
   uint32_t server_next() const { return srv_; }
   Packet base() const;
   // The segment send_at() would send, to change before Fixture::run().

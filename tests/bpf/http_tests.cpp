@@ -273,6 +273,100 @@ TEST_CASE("a head split over segments is judged by the segment that completes it
   CHECK(t.send("mple.com\r\n\r\n").refused());
 }
 
+TEST_CASE("a request line without a version (HTTP/0.9) is judged when it ends, not held as a partial head",
+          "[accumulation][http09]") {
+  // nginx serves "GET /path" + CRLF at once, without headers: it is not an incomplete head
+  Fixture fx(kPolicy);
+  for (const std::string line : {"GET /admin\r\n", "GET /healthz\r\n", "GET /admin\n", "\r\nGET /admin\r\n"}) {
+    INFO(line);
+    Conn c(fx);
+    c.syn();
+    auto o = c.send(line);
+    CHECK(o.refused());
+    CHECK(o.reason(PD_R_BAD_REQUEST_LINE) == 1);
+    CHECK(o.counter(PD_C_HEAD_PARTIAL) == 0);
+  }
+  SECTION("the line completed by a later segment") {
+    Conn c(fx);
+    c.syn();
+    CHECK(c.send("GET /adm").passed_unchanged());  // an incomplete request line passes
+    CHECK(c.send("in").passed_unchanged());
+    auto o = c.send("\r\n");
+    CHECK(o.refused());
+    CHECK(o.reason(PD_R_BAD_REQUEST_LINE) == 1);
+  }
+  SECTION("a versioned request line still waits for its headers") {
+    for (const std::string line : {"GET /healthz HTTP/1.1\r\n", "GET /healthz HTTP/1.0\n"}) {
+      INFO(line);
+      Conn c(fx);
+      c.syn();
+      auto first = c.send(line);
+      CHECK(first.passed_unchanged());
+      CHECK(first.counter(PD_C_HEAD_PARTIAL) == 1);
+      CHECK(c.send("Host: app.example.com\r\n\r\n").verdict(PD_ACT_ALLOW) == 1);
+    }
+  }
+}
+
+TEST_CASE("after the server's 101 to the first request's Upgrade, the connection is not parsed as HTTP",
+          "[upgrade]") {
+  Fixture fx(kPolicy);
+  const std::string upgrade = req("GET", "/api/ws", "app.example.com",
+                                  "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
+  const std::string frames(5000, '\x81');  // far more than a head may be: parsed, it would be head_too_large
+  const std::string switched = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+  SECTION("WebSocket: frames pass, in segments of any size") {
+    Conn c(fx);
+    c.syn();
+    c.syn_ack(7, 512);
+    CHECK(c.send(upgrade).verdict(PD_ACT_ALLOW) == 1);
+    auto s = c.server_send(static_cast<uint32_t>(upgrade.size()), 512, switched);
+    CHECK(s.counter(PD_C_UPGRADED) == 1);
+    for (int i = 0; i < 4; ++i) {
+      auto o = c.send(frames.substr(0, 1400));
+      CHECK(o.passed_unchanged());
+      CHECK(o.counter(PD_C_REQUESTS) == 0);
+      CHECK(o.counter(PD_C_HEAD_PARTIAL) == 0);
+    }
+    CHECK(c.send("GET /admin HTTP/1.1\r\nHost: app.example.com\r\n\r\n").passed_unchanged());  // frames, to the server
+  }
+  SECTION("the upgrade request itself is judged like any other") {
+    Conn c(fx);
+    c.syn();
+    c.syn_ack(7, 512);
+    CHECK(c.send(req("GET", "/admin", "app.example.com", "Upgrade: websocket\r\nConnection: Upgrade\r\n")).refused());
+  }
+  SECTION("no 101: the connection stays HTTP") {
+    Conn c(fx);
+    c.syn();
+    c.syn_ack(7, 512);
+    CHECK(c.send(upgrade).verdict(PD_ACT_ALLOW) == 1);
+    auto s = c.server_send(static_cast<uint32_t>(upgrade.size()), 512, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    CHECK(s.counter(PD_C_UPGRADED) == 0);
+    CHECK(c.send(get("/admin")).refused());
+  }
+  SECTION("a 101 that is not the first bytes of the server, or without an Upgrade request, changes nothing") {
+    Conn c(fx);
+    c.syn();
+    c.syn_ack(7, 512);
+    const std::string first = get("/api/a");
+    CHECK(c.send(first).verdict(PD_ACT_ALLOW) == 1);
+    // a response body that carries "HTTP/1.1 101" at a segment boundary
+    c.server_send(static_cast<uint32_t>(first.size()), 512, "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n");
+    CHECK(c.server_send(static_cast<uint32_t>(first.size()), 512, switched).counter(PD_C_UPGRADED) == 0);
+    CHECK(c.send(upgrade).verdict(PD_ACT_ALLOW) == 1);  // an Upgrade on the second request
+    CHECK(c.server_send(static_cast<uint32_t>(first.size() + upgrade.size()), 512, switched).counter(PD_C_UPGRADED) ==
+          0);
+    CHECK(c.send(get("/admin")).refused());
+    Conn n(fx);  // a first request without Upgrade, answered 101 (as a server never does)
+    n.syn();
+    n.syn_ack(7, 512);
+    CHECK(n.send(first).verdict(PD_ACT_ALLOW) == 1);
+    CHECK(n.server_send(static_cast<uint32_t>(first.size()), 512, switched).counter(PD_C_UPGRADED) == 0);
+    CHECK(n.send(get("/admin")).refused());
+  }
+}
+
 TEST_CASE("accumulation refuses what it cannot trust", "[accumulation]") {
   Fixture fx(kPolicy);
   const std::string head = get("/healthz");

@@ -61,13 +61,35 @@ std::vector<uint8_t> Packet::build() const {
     std::memcpy(&f[l3 + 16], da.data(), 4);
     put16(f, l3 + 10, static_cast<uint16_t>(~fold(sum16(&f[l3], 20))));
   } else {
+    size_t ext_len = 0;
+    for (const auto& e : ipv6_ext) ext_len += e.second;
     f.resize(l3 + 40);
     f[l3] = 0x60;
-    put16(f, l3 + 4, static_cast<uint16_t>(l4_len));
-    f[l3 + 6] = proto;
+    put16(f, l3 + 4, static_cast<uint16_t>(ext_len + l4_len));
+    f[l3 + 6] = ipv6_ext.empty() ? proto : ipv6_ext.front().first;
     f[l3 + 7] = ttl;
     std::memcpy(&f[l3 + 8], sa.data(), 16);
     std::memcpy(&f[l3 + 24], da.data(), 16);
+    for (size_t i = 0; i < ipv6_ext.size(); ++i) {
+      const auto [type, len] = ipv6_ext[i];
+      if (len < 8 || len % 8) throw std::invalid_argument("an IPv6 extension header is a multiple of 8 bytes");
+      const size_t at = f.size();
+      f.resize(at + len);
+      f[at] = i + 1 < ipv6_ext.size() ? ipv6_ext[i + 1].first : proto;
+      if (type == 51) {  // AH: length in 4-byte units minus 2
+        f[at + 1] = static_cast<uint8_t>(len / 4 - 2);
+      } else if (type == 44) {
+        if (len != 8) throw std::invalid_argument("a fragment header is 8 bytes");
+        put16(f, at + 2, more_fragments ? 1 : 0);
+        put32(f, at + 4, 0x5eed);
+      } else {  // 0, 43, 60: length in 8-byte units minus 1
+        f[at + 1] = static_cast<uint8_t>(len / 8 - 1);
+        if (type != 43) {
+          f[at + 2] = 1;  // PadN over the rest
+          f[at + 3] = static_cast<uint8_t>(len - 4);
+        }
+      }
+    }
   }
   size_t l4 = f.size();
   if (proto == 6) {

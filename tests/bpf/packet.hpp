@@ -31,6 +31,11 @@ struct Packet {
   uint16_t urgent = 0;          // urgent pointer (with kUrg in flags)
   uint16_t window = 65535;      // the TCP window field
   bool bad_checksum = false;    // the TCP/UDP checksum off by one
+  // IPv6 extension headers between the fixed header and TCP/UDP, in order: {next-header
+  // number, length in bytes}. Hop-by-hop (0) and destination options (60) are filled with
+  // PadN, routing (43) is type 0 with no segments left, a fragment header (44) is 8 bytes at
+  // offset 0 (M set by more_fragments), AH (51) a zero ICV.
+  std::vector<std::pair<uint8_t, size_t>> ipv6_ext;
   std::string payload;
 
   std::vector<uint8_t> build() const;

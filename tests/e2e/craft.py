@@ -50,6 +50,8 @@ Steps:
                                          ["raw", kind, "hex"]
                          "tsval": N      the Timestamp option's TSval for this segment
                          "no_ts": true   no Timestamp option on this segment
+                         "ext6": [[kind, n], ...]  IPv6 extension headers before TCP: "dst" /
+                                         "hop" with n (0..8) options of 255 bytes, "routing"
                          "fragment": N   send as two IP fragments, the first holding N bytes of
                                          the IP payload (TCP header + N-20.. payload bytes; N a
                                          multiple of 8); "fragment_order": "reverse" sends the
@@ -335,22 +337,50 @@ class Env:
         if self.scapy is None:
             from scapy.layers.l2 import Ether
             from scapy.layers.inet import IP, TCP, UDP
-            from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
+            from scapy.layers.inet6 import (IPv6, IPv6ExtHdrFragment, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop,
+                                            IPv6ExtHdrRouting, HBHOptUnknown)
             from scapy.packet import Raw
             self.scapy = dict(Ether=Ether, IP=IP, TCP=TCP, UDP=UDP, IPv6=IPv6,
-                              IPv6ExtHdrFragment=IPv6ExtHdrFragment, Raw=Raw)
+                              IPv6ExtHdrFragment=IPv6ExtHdrFragment, IPv6ExtHdrDestOpt=IPv6ExtHdrDestOpt,
+                              IPv6ExtHdrHopByHop=IPv6ExtHdrHopByHop, IPv6ExtHdrRouting=IPv6ExtHdrRouting,
+                              HBHOptUnknown=HBHOptUnknown, Raw=Raw)
         return self.scapy
 
     def next_ident(self):
         self.ident = (self.ident + 1) & 0xFFFF or 1
         return self.ident
 
-    def frames(self, v6, l4, hops=64, fragment=None, fragment_order=None, l4_proto=6):
+    def ext6_layers(self, spec):
+        """IPv6 extension headers from a step's "ext6" list of [kind, n]: kind "dst" or "hop"
+        (destination options / hop-by-hop holding n options of 255 data bytes of an unknown
+        type the receiver skips, at most 8 as Linux takes; n = 0: one PadN), or "routing" (type
+        0, no segments left, n ignored)."""
+        S = self.load_scapy()
+        out = None
+        for kind, n in spec:
+            n = int(n)
+            if kind in ("dst", "hop"):
+                if n < 0 or n > 8:
+                    usage_error(f"ext6 {kind}: 0..8 options, not {n}")
+                opts = [S["HBHOptUnknown"](otype=0x1e, optdata=b"\x00" * 255) for _ in range(n)]
+                layer = (S["IPv6ExtHdrDestOpt"] if kind == "dst" else S["IPv6ExtHdrHopByHop"])(options=opts)
+            elif kind == "routing":
+                layer = S["IPv6ExtHdrRouting"](type=0, segleft=0, addresses=[])
+            else:
+                usage_error(f"ext6: unknown header kind {kind!r}")
+            out = layer if out is None else out / layer
+        return out
+
+    def frames(self, v6, l4, hops=64, fragment=None, fragment_order=None, l4_proto=6, ext6=None):
         """Ethernet frames for the L4 layer `l4` (a scapy TCP/UDP layer with payload):
-        one frame, or two IP fragments."""
+        one frame, or two IP fragments. ext6: IPv6 extension headers before it."""
         S = self.load_scapy()
         Ether, IP, IPv6, Raw = S["Ether"], S["IP"], S["IPv6"], S["Raw"]
         eth = Ether(src=self.src_mac, dst=self.gw_mac)
+        if v6 and ext6:
+            if fragment:
+                usage_error("ext6 with fragment is not supported")
+            return [bytes(eth / IPv6(src=self.src6, dst=self.dst6, hlim=hops) / self.ext6_layers(ext6) / l4)]
         if v6:
             ip = IPv6(src=self.src6, dst=self.dst6, hlim=hops)
         else:
@@ -569,7 +599,7 @@ class Conn:
         if hops is None:
             hops = step.get("ttl", step.get("hop_limit", 64))
         for fr in self.env.frames(self.v6, l4, hops=int(hops), fragment=step.get("fragment"),
-                                  fragment_order=step.get("fragment_order")):
+                                  fragment_order=step.get("fragment_order"), ext6=step.get("ext6")):
             self.env.link.send(fr)
 
     def good_checksum(self, l4):

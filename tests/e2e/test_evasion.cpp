@@ -774,6 +774,67 @@ TEST_CASE("evasion: IP fragments of listener traffic, fail_mode open", "[e2e][ev
   CHECK(fail_count(after, "ip_fragment") >= fail_count(before, "ip_fragment") + 2);
 }
 
+// --- IPv6 extension headers -----------------------------------------------------------------
+
+namespace {
+
+json ext6_dst(int headers, int options) {
+  json e = json::array();
+  for (int i = 0; i < headers; ++i) e.push_back(json::array({"dst", options}));
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("evasion: IPv6 extension headers before the TCP header", "[e2e][evasion][ipv6]") {
+  // six headers (more than the entry program once walked), one of about 1 KB (its TCP header
+  // then sat beyond the offset the entry program once read), hop-by-hop + routing +
+  // destination options; and seventeen headers, more than it walks: the fail mode
+  const std::vector<std::pair<std::string, json>> walked = {
+      {"six destination options headers", ext6_dst(6, 0)},
+      {"one 1 KB destination options header", ext6_dst(1, 4)},
+      {"hop-by-hop, routing, destination options",
+       json::array({json::array({"hop", 1}), json::array({"routing", 0}), json::array({"dst", 1})})},
+  };
+  SECTION("fail_mode closed") {
+    CraftEnv env(http_policy("deny", "closed"));
+    const auto before = stats(env.daemon);
+    json conns = json::array();
+    for (std::size_t i = 0; i < walked.size(); ++i) {
+      const auto tag = cat("ext6-", i);
+      conns.push_back(conn({syn(), send(refused(tag), {{"ext6", walked[i].second}}), await_response()}, true));
+      conns.push_back(conn({syn(), send(allowed(tag), {{"ext6", walked[i].second}}), await_response()}, true));
+    }
+    conns.push_back(conn({syn(), send(refused("ext6-17"), {{"ext6", ext6_dst(17, 0)}}), await_response(800)}, true));
+    conns.push_back(conn({syn(), send(allowed("ext6-17"), {{"ext6", ext6_dst(17, 0)}}), await_response(800)}, true));
+    const auto res = env.peer.run(conns);
+    env.nginx.sync();
+    for (std::size_t i = 0; i < walked.size(); ++i) {
+      INFO(walked[i].first);
+      const auto tag = cat("ext6-", i);
+      check_client_refused(res[2 * i]);
+      check_never_served(env.nginx, cat("/admin/", tag));
+      check_client_served(res[2 * i + 1], allowed_body(tag));  // the server took the packet
+      check_served_once(env.nginx, cat("/files/", tag));
+    }
+    INFO("seventeen headers: dropped, allowed or not");
+    check_never_arrived(env.nginx, "/admin/ext6-17");
+    check_never_arrived(env.nginx, "/files/ext6-17");
+    const auto after = stats(env.daemon);
+    CHECK(fail_count(after, "ipv6_header_chain") >= fail_count(before, "ipv6_header_chain") + 2);
+  }
+  SECTION("fail_mode open: seventeen headers pass, counted (and the server takes them)") {
+    CraftEnv env(http_policy("deny", "open"));
+    const auto before = stats(env.daemon);
+    const auto res =
+        env.peer.run(json::array({conn({syn(), send(allowed("ext6o-17"), {{"ext6", ext6_dst(17, 0)}}), await_response()}, true)}));
+    env.nginx.sync();
+    check_client_served(res[0], allowed_body("ext6o-17"));
+    check_served_once(env.nginx, "/files/ext6o-17");
+    CHECK(fail_count(stats(env.daemon), "ipv6_header_chain") >= fail_count(before, "ipv6_header_chain") + 1);
+  }
+}
+
 // --- sequence wraparound ------------------------------------------------------------------
 
 TEST_CASE("evasion: a head spanning the 2^32 sequence wrap", "[e2e][evasion][wrap]") {
@@ -1090,6 +1151,8 @@ const std::vector<Form>& forms() {
          for (int i = 0; i < 100; ++i) pad += cat("X-Pad-", i, ": ", std::string(12, 'p'), "\r\n");
          return cat("GET ", t, " HTTP/1.1\r\n", pad, "Host: ", h, "\r\nConnection: close\r\n\r\n");
        }},
+      {"HTTP/0.9: a request line without a version (nginx serves it at once)",
+       [](auto, auto t) { return cat("GET ", t, "\r\n"); }, true},
       {"absolute-form target, Host header naming another host",
        [](auto h, auto t) {
          const std::string_view other = h == kFiles ? std::string_view("other.test") : kFiles;
@@ -1167,27 +1230,33 @@ TEST_CASE("evasion: HTTP head forms: a refused request is never served in any fo
                 << first(jobs[3 * i].result) << ", refused path " << first(jobs[3 * i + 1].result)
                 << ", refused host " << first(jobs[3 * i + 2].result) << "\n";
   }
+  // markers: the target without what follows it (an HTTP/0.9 request line ends there)
   for (std::size_t i = 0; i < fs.size(); ++i) {
     const std::string n = std::to_string(i);
     INFO("form: " << fs[i].name << " (nginx answers it directly with " << accepts[i] << ")");
     {
       const auto& j = jobs[3 * i];
       INFO("allowed, through the gateway: " << j.result.json);
+      if (std::string_view(fs[i].name).starts_with("HTTP/0.9")) {
+        // nginx served it when sent directly (no status line to read: its access log says)
+        INFO("nginx access log:\n" << lines_text(env.nginx.access_log()));
+        CHECK(env.nginx.served_with(cat("/files/f", n, "d\"")).size() == 1);
+      }
       if (fs[i].strict) {
         // a form the gateway refuses by design, whatever nginx does with it
         CHECK(refused_result(j.result));
-        CHECK(env.nginx.served_with(cat("/files/f", n, "a ")).empty());
+        CHECK(env.nginx.served_with(cat("/files/f", n, "a")).empty());
       } else if (accepts[i] == 200) {
         // nginx serves this form: so must the gateway let the allowed one through
         CHECK(!j.result.statuses.empty());
         if (!j.result.statuses.empty()) CHECK(j.result.statuses[0] == 200);
-        CHECK(env.nginx.served_with(cat("/files/f", n, "a ")).size() == 1);
+        CHECK(env.nginx.served_with(cat("/files/f", n, "a")).size() == 1);
       } else {
         // nginx refuses it anyway: the gateway may refuse it too or pass it, but never a 200
         if (!j.result.statuses.empty()) CHECK(j.result.statuses[0] != 200);
       }
     }
-    for (const auto& [k, marker] : {std::pair{1, cat("/admin/f", n, "p ")}, std::pair{2, cat("/files/f", n, "h ")}}) {
+    for (const auto& [k, marker] : {std::pair{1, cat("/admin/f", n, "p")}, std::pair{2, cat("/files/f", n, "h")}}) {
       const auto& j = jobs[3 * i + static_cast<std::size_t>(k)];
       INFO(j.what << ": " << j.result.json);
       const auto lines = env.nginx.served_with(marker);

@@ -1,5 +1,7 @@
 // Loading secret_file and jwks_file: what is accepted, what is skipped, and errors that name the
 // file and the key.
+#include <sys/stat.h>
+
 #include <catch2/catch.hpp>
 #include <string>
 
@@ -175,4 +177,35 @@ TEST_CASE("load_keys names the provider's file that fails", "[jwt][keys]") {
   REQUIRE(keys.ok());
   CHECK(keys->secret == "secret");
   CHECK(keys->jwks.size() == 1);
+}
+
+TEST_CASE("a key file is read only if it is a regular file, and errors never show its bytes", "[jwt][keys]") {
+  const test::TempDir dir;
+  REQUIRE(dir.ok());
+  SECTION("a FIFO is refused at once (opening it for reading would wait for a writer)") {
+    const std::string fifo = dir.file("fifo");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    for (const auto& r : {load_secret(fifo), read_key_file(fifo)}) {
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.error().message == fifo + ": not a regular file");
+    }
+    CHECK(load_jwks(fifo).error().message == fifo + ": not a regular file");
+  }
+  SECTION("a device or a directory is refused without being opened for reading") {
+    CHECK(read_key_file("/dev/null").error().message == "/dev/null: not a regular file");
+    CHECK(read_key_file(dir.file("")).error().message.ends_with(": not a regular file"));
+  }
+  SECTION("a file that is not JSON: the error says where, not what") {
+    const std::string path = dir.write("passwd", "root:x:0:0:secret-token-1234:/root:/bin/bash\n");
+    const auto r = load_jwks(path);
+    REQUIRE_FALSE(r.ok());
+    INFO(r.error().message);
+    CHECK(r.error().message.find("root") == std::string::npos);
+    CHECK(r.error().message.find("secret") == std::string::npos);
+    CHECK(r.error().message.starts_with(path + ": not JSON: parse error at line 1, column "));
+  }
+  SECTION("larger than 1 MiB") {
+    const std::string path = dir.write("big", std::string((1 << 20) + 1, 'a'));
+    CHECK(read_key_file(path).error().message == path + ": larger than 1 MiB");
+  }
 }
