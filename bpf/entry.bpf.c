@@ -480,6 +480,23 @@ PD_INLINE int pd_flow_table_full(struct pd_pkt *p, __u16 listener, __u32 gen, co
 	return pd_fail_inline(0, PD_R_FLOW_TABLE_FULL);
 }
 
+/* The flow entry of a completed handshake, from its pd_syn entry (which the caller deletes).
+ * zero: per-CPU scratch the size of a pd_flow, for the zeroed entry. */
+PD_INLINE struct pd_flow *pd_flow_from_syn(struct pd_flow_key *key, struct pd_syn *e, struct pd_flow *zero)
+{
+	__builtin_memset(zero, 0, sizeof(*zero));
+	if (bpf_map_update_elem(&pd_flows, key, zero, BPF_ANY) < 0)
+		return 0;
+	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, key);
+	if (!f)
+		return 0;
+	pd_flow_start(f, e->isn, e->has_ts, e->tsval);
+	f->proto = e->proto;
+	f->gen = e->gen;
+	f->listener = e->listener;
+	return f;
+}
+
 /* gen: the generation this packet runs in; preflight: a compile-time constant after
  * inlining (0 for traffic, 1 for probes of a prepared generation). */
 /* probes of a prepared generation are not traffic: not counted */
@@ -567,6 +584,28 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
 		if (!sc)
 			return TC_ACT_SHOT;
+		if (!f) {
+			/* A new connection waits in pd_syn until its handshake completes: a flood of
+			 * SYNs (from spoofed sources, that never complete) cannot push established
+			 * connections out of pd_flows. Data on the SYN (Fast Open) is cut off: the
+			 * server sees a plain SYN, acknowledges none of it, and the client sends it
+			 * again after the handshake, where it is judged like any head. */
+			__u64 o = pd_tcp_options(skb, sc, p.l4_off, p.payload_off);
+			struct pd_syn e = {
+				.isn = p.seq,
+				.tsval = (__u32)o,
+				.listener = l->id,
+				.proto = proto,
+				.gen = (__u8)gen,
+				.has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD),
+			};
+			bpf_map_update_elem(&pd_syn, &p.key, &e, BPF_ANY);
+			PD_COUNT(PD_C_SYN_NEW);
+			if (!p.payload_len)
+				return TC_ACT_OK;
+			pd_ctx_init(sc, skb, &p, gen, cfg, proto, l->id, preflight);
+			return pd_truncate(skb, sc, p.seq) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
+		}
 		if (p.payload_len) {
 			/* data on the SYN (TCP Fast Open) is a head like any other: only if the
 			 * server would take the segment */
@@ -583,19 +622,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD);
 			tsval = (__u32)o;
 		}
-		if (!f) {
-			/* a zeroed entry (built in the scratch head, not on the stack), then filled
-			 * in place like a reused one */
-			_Static_assert(sizeof(struct pd_flow) <= sizeof(sc->head.buf), "head too small");
-			struct pd_flow *nf = (struct pd_flow *)sc->head.buf;
-			__builtin_memset(nf, 0, sizeof(*nf));
-			if (bpf_map_update_elem(&pd_flows, &p.key, nf, BPF_ANY) < 0)
-				return pd_flow_table_full(&p, l->id, gen, preflight);
-			PD_COUNT(PD_C_FLOWS_NEW);
-			f = bpf_map_lookup_elem(&pd_flows, &p.key);
-			if (!f)
-				return pd_flow_table_full(&p, l->id, gen, preflight);
-		}
+		/* a flow without the server's side (it never saw a SYN-ACK leave): restarted */
 		pd_flow_start(f, p.seq, has_ts, tsval);
 		f->proto = proto;
 		f->gen = gen;
@@ -605,6 +632,35 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		p.seq += 1; /* data on the SYN (TCP Fast Open) starts after the SYN's sequence */
 	}
 
+	struct pd_syn *e = f || (p.tcp_flags & PD_TCP_RST) ? 0 : bpf_map_lookup_elem(&pd_syn, &p.key);
+	if (e && !(p.tcp_flags & PD_TCP_ACK)) {
+		/* data without ACK in a handshake: the server discards it */
+		if (!p.payload_len)
+			return TC_ACT_OK;
+		PD_COUNT(PD_C_IGNORED_BASE + PD_IG_NO_ACK);
+		return TC_ACT_SHOT;
+	}
+	if (e) {
+		/* The handshake's ACK (or data after it) of a connection whose SYN-ACK the egress
+		 * program did not see leave (it would have completed the handshake there): complete
+		 * it here, unless the server answered the SYN otherwise (a challenge ACK on a
+		 * 4-tuple it has a connection on: its old stream must not pass as new). A segment
+		 * after the first (the ACK lost on the way) starts the flow too: it is then out of
+		 * order, dropped, and TCP sends the bytes before it. */
+		__u32 ahead = p.seq - e->isn;
+		if (!e->refused && ahead >= 1 && ahead < (1u << 30)) {
+			__u32 z = 0;
+			struct pd_ctx *hc = bpf_map_lookup_elem(&pd_scratch, &z);
+			if (!hc)
+				return TC_ACT_SHOT;
+			_Static_assert(sizeof(struct pd_flow) <= sizeof(hc->head.buf), "head too small");
+			f = pd_flow_from_syn(&p.key, e, (struct pd_flow *)hc->head.buf);
+			if (!f)
+				return pd_flow_table_full(&p, l->id, gen, preflight);
+			bpf_map_delete_elem(&pd_syn, &p.key);
+			PD_COUNT(PD_C_FLOWS_NEW);
+		}
+	}
 	if (!f) {
 		/* A segment of a connection whose start we never saw: without data it cannot
 		 * carry a request; with data we do not know where requests begin. */
@@ -840,17 +896,50 @@ struct {
 	__type(value, struct pd_opt_walk);
 } pd_egress_work SEC(".maps");
 
+/* a zeroed pd_flow for a handshake completed here (not pd_scratch: this program may run
+ * nested in an ingress one on the same CPU, when a reply is sent out of this interface) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pd_flow);
+} pd_egress_flow SEC(".maps");
+
 SEC("tc")
 int pd_egress(struct __sk_buff *skb)
 {
 	struct pd_pkt p = {};
-	if (pd_parse_packet(skb, &p) != PD_P_TCP || (p.tcp_flags & PD_TCP_RST) || !(p.tcp_flags & PD_TCP_ACK))
+	if (pd_parse_packet(skb, &p) != PD_P_TCP)
 		return TC_ACT_OK;
 	struct pd_flow_key k = { .sport = p.key.dport, .dport = p.key.sport, .family = p.key.family };
 	__builtin_memcpy(k.saddr, p.key.daddr, sizeof(k.saddr));
 	__builtin_memcpy(k.daddr, p.key.saddr, sizeof(k.daddr));
 	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &k);
-	if (!f)
+	if (!f) {
+		struct pd_syn *e = bpf_map_lookup_elem(&pd_syn, &k);
+		if (!e)
+			return TC_ACT_OK;
+		if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK | PD_TCP_RST)) != (PD_TCP_SYN | PD_TCP_ACK) ||
+		    p.ack != e->isn + 1) {
+			/* not the SYN-ACK of this SYN: a challenge ACK (the server has a connection
+			 * on this 4-tuple and reads on in it) or a RST. The handshake never completes. */
+			if (!e->refused)
+				pd_count(PD_C_SYN_REFUSED);
+			e->refused = 1;
+			return TC_ACT_OK;
+		}
+		/* the server takes the SYN: the connection starts here */
+		__u32 z = 0;
+		struct pd_flow *zero = bpf_map_lookup_elem(&pd_egress_flow, &z);
+		if (!zero)
+			return TC_ACT_OK;
+		f = pd_flow_from_syn(&k, e, zero);
+		if (!f)
+			return TC_ACT_OK; /* no room: the client's data gets the fail mode (no_flow_state) */
+		bpf_map_delete_elem(&pd_syn, &k);
+		pd_count(PD_C_FLOWS_NEW);
+	}
+	if ((p.tcp_flags & PD_TCP_RST) || !(p.tcp_flags & PD_TCP_ACK))
 		return TC_ACT_OK;
 	__u32 end = p.seq + p.payload_len + !!(p.tcp_flags & PD_TCP_SYN) + !!(p.tcp_flags & PD_TCP_FIN);
 	if (p.tcp_flags & PD_TCP_SYN) {

@@ -242,12 +242,13 @@ const char* stage_pin_name(uint32_t stage) {
 
 constexpr const char* kBssPin = "entry_bss";
 constexpr const char* kSharedMaps[] = {"pd_progs",   "pd_chain",         "pd_gen_tags",   "pd_listeners", "pd_flows",
+                                       "pd_syn",
                                        "pd_accum",   "pd_hosts",         "pd_routes",     "pd_scratch",   "pd_stats",
                                        "pd_rule_hits", "pd_jwt_providers", "pd_jwt_claims", "pd_jwt_cache", "pd_runtime",
                                        "pd_events", "pd_rl_limits", "pd_rl_buckets", "pd_rl_hits",
                                        "pd_log",    "pd_log_budget"};
 // What survives a change of build with the same ABI: connections and their counters.
-constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_accum", "pd_stats", "pd_rl_buckets"};
+constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_syn", "pd_accum", "pd_stats", "pd_rl_buckets"};
 
 std::shared_ptr<spdlog::logger> chain_log() { return spdlog::get("chain"); }
 
@@ -483,6 +484,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   if (!entry_) return make_error(fmt::format("opening the entry program: {}", errstr(errno)));
   bpf_map__set_max_entries(entry_->maps.pd_flows, opts.max_flows);
   bpf_map__set_max_entries(entry_->maps.pd_accum, opts.accum_entries);
+  bpf_map__set_max_entries(entry_->maps.pd_syn, opts.max_flows);  // handshakes in progress
   bpf_map__set_max_entries(entry_->maps.pd_rl_buckets, opts.max_flows);
   for (const auto& [name, fd] : keep_maps) {
     bpf_map* m = bpf_object__find_map_by_name(entry_->obj, name.c_str());

@@ -96,6 +96,8 @@ inline constexpr KernelFeature kKernelFeatures[] = {
     {feature::Helper, "helper bpf_csum_diff", BPF_FUNC_csum_diff, "", {4, 6}, "checksums of replies and segments"},
     {feature::Helper, "helper bpf_skb_change_tail", BPF_FUNC_skb_change_tail, "", {4, 9},
      "sizing a packet into a reply"},
+    {feature::Helper, "helper bpf_skb_adjust_room", BPF_FUNC_skb_adjust_room, "", {5, 2},
+     "removing a client's IPv6 extension headers from a reply (BPF_ADJ_ROOM_NET)"},
     {feature::Helper, "helper bpf_skb_pull_data", BPF_FUNC_skb_pull_data, "", {4, 9},
      "making a request's head directly readable"},
     {feature::Helper, "helper bpf_spin_lock", BPF_FUNC_spin_lock, "", {5, 1}, "rate-limit buckets shared by CPUs"},

@@ -336,6 +336,7 @@ int Daemon::start() {
   }
   dp_ = std::move(dp.value());
   flows_sized_ = dp_->flow_table_size();
+  flow_counter_ = std::make_unique<FlowCounter>(*dp_, std::chrono::seconds(2));
   if (opts_.bpf_stats) {
     if (auto fd = chain::Dataplane::enable_run_stats()) {
       run_stats_fd_ = *fd;
@@ -573,7 +574,9 @@ metrics::Snapshot Daemon::snapshot() const {
                 .truncated = at(PD_C_TRUNCATED),
                 .generation_mismatch = at(PD_C_GEN_MISMATCH),
                 .quic_denied = at(PD_C_QUIC_DENIED),
-                .upgraded = at(PD_C_UPGRADED)};
+                .upgraded = at(PD_C_UPGRADED),
+                .syn_new = at(PD_C_SYN_NEW),
+                .syn_refused = at(PD_C_SYN_REFUSED)};
   for (unsigned g = 0; g < PD_IG_MAX; ++g)
     if (abi::ignored_name(g) != "unknown") s.ignored.emplace_back(abi::ignored_name(g), at(PD_C_IGNORED_BASE + g));
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
@@ -615,12 +618,13 @@ metrics::Snapshot Daemon::snapshot() const {
     s.events.follower_drops = events_->stats().follower_drops;
     s.events.followers = events_->followers();
   }
-  if (auto flows = dp_->flow_use()) {
-    s.flows.entries = flows->entries;
-    s.flows.max = flows->max;
-  } else {
-    log_main()->warn("{}", flows.error().message);
-    s.flows.max = flows_sized_;  // what the table was created with
+  // counted off the io loop, every few seconds (daemon/flow_counter.hpp)
+  s.flows.max = flows_sized_;  // what the table was created with
+  if (flow_counter_) {
+    if (auto c = flow_counter_->latest()) {
+      s.flows.entries = c->use.entries;
+      s.flows.max = c->use.max;
+    }
   }
   s.generation = generation_;
   s.applied_at = applied_at_;
@@ -659,7 +663,8 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
   nlohmann::json counters = {{"packets", c.packets},     {"fast_path", c.fast_path}, {"head_partial", c.head_partial},
                              {"requests", c.requests},   {"flows_new", c.flows_new}, {"fail_open", c.fail_open},
                              {"truncated", c.truncated}, {"generation_mismatch", c.generation_mismatch},
-                             {"quic_denied", c.quic_denied}, {"upgraded", c.upgraded}};
+                             {"quic_denied", c.quic_denied}, {"upgraded", c.upgraded},
+                             {"handshakes", c.syn_new}, {"handshakes_refused", c.syn_refused}};
   nlohmann::json limits = nlohmann::json::object();
   for (const auto& l : s.ratelimit.limits) limits[l.name] = {{"allowed", l.allowed}, {"limited", l.limited}};
   nlohmann::json ratelimit = {{"allowed", s.ratelimit.allowed},

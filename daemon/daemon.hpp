@@ -17,6 +17,7 @@
 #include "daemon/config_watch.hpp"
 #include "daemon/control_server.hpp"
 #include "daemon/event_service.hpp"
+#include "daemon/flow_counter.hpp"
 #include "daemon/jwt_service.hpp"
 #include "daemon/link_watch.hpp"
 #include "daemon/metrics.hpp"
@@ -93,6 +94,7 @@ class Daemon {
   std::unique_ptr<chain::Dataplane> dp_;
   std::unique_ptr<JwtService> jwt_;  // after dp_: stopped before it
   std::unique_ptr<EventService> events_;  // after dp_: stopped before it
+  std::unique_ptr<FlowCounter> flow_counter_;  // after dp_: its thread stops before dp_ goes
   std::unique_ptr<ConfigWatch> watch_;
   std::unique_ptr<MetricsServer> metrics_;  // after dp_ and jwt_: stopped before they go
   metrics::Applies applies_;

@@ -141,8 +141,17 @@ std::vector<Family> families(const Snapshot& s) {
             "HTTP request heads parsed and judged by the chain (heads that get the fail mode are "
             "policyd_fail_mode_total)",
             c.requests);
-  b.counter("policyd_flows_created_total", "flow table entries created (connections seen from their SYN)",
+  b.counter("policyd_handshakes_total",
+            "SYNs of new connections to a listener (kept apart until the handshake completes, so that SYNs "
+            "never evict established connections)",
+            c.syn_new);
+  b.counter("policyd_flows_created_total",
+            "flow table entries created: handshakes completed (far fewer than policyd_handshakes_total: a SYN "
+            "flood, or a scan)",
             c.flows_new);
+  b.counter("policyd_handshakes_refused_total",
+            "handshakes the server answered with no SYN-ACK (a challenge ACK on a connection it still has, a RST)",
+            c.syn_refused);
   b.counter("policyd_fail_open_total", "fail-mode events let through (fail_mode: open)", c.fail_open);
   b.counter("policyd_truncated_total", "segments cut at a judged request boundary", c.truncated);
   b.counter("policyd_generation_mismatch_total",

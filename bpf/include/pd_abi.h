@@ -11,9 +11,10 @@
 #define PD_CTX_VERSION 2
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
-#define PD_ABI_VERSION 5 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
+#define PD_ABI_VERSION 6 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
 			  * 4: judged-head digests and TCP timestamps in pd_flow, quic in pd_listener;
-			  * 5: the server's side (pd_egress) and earlier judged heads in pd_flow */
+			  * 5: the server's side (pd_egress) and earlier judged heads in pd_flow;
+			  * 6: handshakes in pd_syn until they complete, upgrades in pd_flow */
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {
@@ -138,6 +139,8 @@ enum pd_counter {
 	PD_C_QUIC_DENIED,                              /* UDP datagrams to a TLS listener with quic: deny */
 	PD_C_IGNORED_BASE,                             /* + pd_ignored: segments the server would discard, dropped unjudged */
 	PD_C_UPGRADED = (int)PD_C_IGNORED_BASE + 8,    /* connections the server switched to another protocol (101) */
+	PD_C_SYN_NEW,                                  /* SYNs of new connections, kept in pd_syn until the handshake completes */
+	PD_C_SYN_REFUSED,                              /* of those, answered by the server with no SYN-ACK (a challenge ACK, a RST) */
 	PD_C_MAX = 128,
 };
 
@@ -304,6 +307,20 @@ enum pd_upgrade {
 	PD_UP_NONE = 0,
 	PD_UP_ASKED = 1,    /* the first request, allowed, carried Upgrade: */
 	PD_UP_SWITCHED = 2, /* the server answered it 101: no longer HTTP/1.x, not parsed */
+};
+
+/* A handshake in progress (LRU_HASH pd_syn, keyed like pd_flows): a SYN creates one, and
+ * only a completed handshake moves it into pd_flows, so SYNs (spoofed ones above all) never
+ * push established connections out of the flow table. */
+struct pd_syn {
+	__u32 isn;          /* the client's initial sequence number */
+	__u32 tsval;        /* its SYN's TSval, if has_ts */
+	__u16 listener;
+	__u8 proto;
+	__u8 gen;
+	__u8 has_ts;
+	__u8 refused;       /* the server answered this 4-tuple with no SYN-ACK for this SYN */
+	__u8 pad[2];
 };
 
 /* What the accumulation entry holds of a flow's last judged head. */

@@ -52,6 +52,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144); /* set at load: limits.max_flows */
+	__type(key, struct pd_flow_key);
+	__type(value, struct pd_syn);
+} pd_syn SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 2048); /* set at load */
 	__type(key, struct pd_flow_key);
 	__type(value, struct pd_accum);

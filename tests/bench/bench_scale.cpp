@@ -139,6 +139,17 @@ struct RunResult {
   bool unchanged = false;  // the program left the packet as it came (passed, not rewritten)
 };
 
+RunResult test_run(int fd, const std::vector<uint8_t>& pkt);
+
+// A SYN and the handshake's ACK: a connection enters the flow table once its handshake
+// completes (pd_syn holds it until then).
+void handshake(int fd, Packet syn) {
+  test_run(fd, syn.build());
+  syn.flags = test::kAck;
+  syn.seq += 1;
+  test_run(fd, syn.build());
+}
+
 RunResult test_run(int fd, const std::vector<uint8_t>& pkt) {
   static std::vector<uint8_t> out;
   out.assign(pkt.size() + 256, 0);
@@ -170,7 +181,7 @@ std::string ipv4(uint32_t host_order) {
 // A loaded dataplane (not attached, nothing pinned) with one policy committed.
 struct Plane {
   std::unique_ptr<chain::Dataplane> dp;
-  int entry = -1, flows = -1;
+  int entry = -1, flows = -1, syns = -1;
   uint64_t counter(unsigned idx) const {
     auto v = dp->read_counters().values;
     return idx < v.size() ? v[idx] : 0;
@@ -192,6 +203,7 @@ Plane make_plane(const std::string& yaml, uint32_t max_flows) {
   if (auto st = p.dp->commit(*tables, gen, 1); !st) die("commit: " + st.error().message);
   p.entry = p.dp->entry_prog_fd();
   p.flows = p.dp->map_fd("pd_flows");
+  p.syns = p.dp->map_fd("pd_syn");
   return p;
 }
 
@@ -206,7 +218,7 @@ Measure get_probe(Plane& p, const std::string& host, const std::string& path, ui
   syn.flags = test::kSyn;
   syn.seq = 999;
   syn.ack = 0;
-  test_run(p.entry, syn.build());
+  handshake(p.entry, syn);
   const pd_flow_key key = flow_key(syn);
   pd_flow fresh{};
   if (bpf_map_lookup_elem(p.flows, &key, &fresh) != 0) die("the probe's SYN made no flow");
@@ -253,7 +265,7 @@ FlowPlane make_flow_plane(const std::string& yaml, uint64_t fill, int singles, s
   syn.flags = test::kSyn;
   syn.seq = 999;
   syn.ack = 0;
-  test_run(p.entry, syn.build());
+  handshake(p.entry, syn);
   Packet post;
   post.payload = std::string("POST ") + kStaticPath +
                  " HTTP/1.1\r\nHost: h00000.example.com\r\nContent-Length: 100000000\r\n\r\n";
@@ -302,7 +314,8 @@ FlowPlane make_flow_plane(const std::string& yaml, uint64_t fill, int singles, s
     b.payload = std::string(512, 'x');
     fast_pkts->push_back(b.build());
   }
-  // new flows: SYNs from 172.16.0.0/12 (never in the table); each entry deleted after its run
+  // new connections: SYNs from 172.16.0.0/12 (never in the tables); each handshake entry
+  // (pd_syn) deleted after its run
   auto syn_pkts = std::make_shared<std::vector<std::vector<uint8_t>>>();
   auto syn_keys = std::make_shared<std::vector<pd_flow_key>>();
   for (size_t j = 0; j < 4096; ++j) {
@@ -316,19 +329,19 @@ FlowPlane make_flow_plane(const std::string& yaml, uint64_t fill, int singles, s
     syn_keys->push_back(flow_key(s));
   }
   // checked once before anything is timed: every fast-path packet takes the fast path and
-  // passes; every SYN creates its flow
-  const uint64_t fast0 = p.counter(PD_C_FAST_PATH), new0 = p.counter(PD_C_FLOWS_NEW);
+  // passes; every SYN starts its handshake
+  const uint64_t fast0 = p.counter(PD_C_FAST_PATH), new0 = p.counter(PD_C_SYN_NEW);
   for (const auto& pkt : *fast_pkts)
     if (auto r = test_run(p.entry, pkt); r.retval != 0 || !r.unchanged) die("a fast-path packet was not passed");
   for (size_t j = 0; j < syn_pkts->size(); ++j) {
     test_run(p.entry, (*syn_pkts)[j]);
-    bpf_map_delete_elem(p.flows, &(*syn_keys)[j]);
+    bpf_map_delete_elem(p.syns, &(*syn_keys)[j]);
   }
-  if (p.counter(PD_C_FAST_PATH) - fast0 != pool || p.counter(PD_C_FLOWS_NEW) - new0 != syn_pkts->size())
+  if (p.counter(PD_C_FAST_PATH) - fast0 != pool || p.counter(PD_C_SYN_NEW) - new0 != syn_pkts->size())
     die("the fill-level probes did not take the paths they measure (fast path " +
-        std::to_string(p.counter(PD_C_FAST_PATH) - fast0) + " of " + std::to_string(pool) + ", new flows " +
-        std::to_string(p.counter(PD_C_FLOWS_NEW) - new0) + ")");
-  const int entry = p.entry, flows = p.flows;
+        std::to_string(p.counter(PD_C_FAST_PATH) - fast0) + " of " + std::to_string(pool) + ", new handshakes " +
+        std::to_string(p.counter(PD_C_SYN_NEW) - new0) + ")");
+  const int entry = p.entry, syns = p.syns;
   auto next_fast = std::make_shared<size_t>(0);
   fp.fast = [=] {
     std::vector<double> ns;
@@ -343,7 +356,7 @@ FlowPlane make_flow_plane(const std::string& yaml, uint64_t fill, int singles, s
     for (int i = 0; i < singles; ++i) {
       const size_t j = (*next_syn)++ % syn_pkts->size();
       ns.push_back(test_run(entry, (*syn_pkts)[j]).ns);
-      bpf_map_delete_elem(flows, &(*syn_keys)[j]);
+      bpf_map_delete_elem(syns, &(*syn_keys)[j]);
     }
     return bench::median(ns);
   };
@@ -558,7 +571,7 @@ int run_bench(int argc, char** argv) {
       auto& fp = flow_planes.back();
       fp.flows_map_bytes = map_memlock(fp.plane.flows).second;
       cases.push_back({"flows_fast", "established flow, body segment (fast path)", std::to_string(fill), fill, fp.fast, {}});
-      cases.push_back({"flows_new", "new flow's SYN (flow entry inserted)", std::to_string(fill), fill, fp.fresh, {}});
+      cases.push_back({"flows_new", "new connection's SYN (handshake entry inserted)", std::to_string(fill), fill, fp.fresh, {}});
     }
     std::printf("loaded in %.1f s; %d rounds of %d single runs per configuration\n",
                 std::chrono::duration<double>(Clock::now() - load_start).count(), rounds, singles);

@@ -124,7 +124,14 @@ int main(int argc, char** argv) {
   syn.flags = test::kSyn;
   syn.seq = 999;
   syn.ack = 0;
-  test_run(entry_fd, syn.build(), 1);  // creates the flow: next head at seq 1000
+  // the handshake (SYN, then its ACK) creates the flow: next head at seq 1000
+  auto handshake = [](int fd, Packet s) {
+    test_run(fd, s.build(), 1);
+    s.flags = test::kAck;
+    s.seq += 1;
+    test_run(fd, s.build(), 1);
+  };
+  handshake(entry_fd, syn);
 
   Packet non_listener;
   non_listener.dport = 8080;
@@ -222,7 +229,7 @@ int main(int argc, char** argv) {
   tsyn.flags = test::kSyn;
   tsyn.seq = 999;
   tsyn.ack = 0;
-  test_run(tls_fd, tsyn.build(), 1);
+  handshake(tls_fd, tsyn);
   pd_flow_key tkey = key;
   tkey.sport = htons(40200);
   tkey.dport = htons(443);
@@ -319,7 +326,7 @@ int main(int argc, char** argv) {
   int jwt_cache = (*jwt_dp)->map_fd("pd_jwt_cache");
   Packet jsyn = syn;
   jsyn.sport = 40300;
-  test_run(jwt_fd, jsyn.build(), 1);
+  handshake(jwt_fd, jsyn);
   pd_flow_key jkey = key;
   jkey.sport = htons(40300);
   pd_flow jfresh{};

@@ -511,23 +511,88 @@ TEST_CASE("a SYN on an open connection's 4-tuple changes nothing until the serve
   }
 }
 
-TEST_CASE("data on the SYN (TCP Fast Open) is a head like any other", "[evasion][tfo]") {
+TEST_CASE("data on the SYN (TCP Fast Open) is cut off, and judged when the client sends it again", "[evasion][tfo]") {
   Fixture fx(kPolicy);
   for (const auto& [head, allowed] : {std::pair{kAllowed, true}, std::pair{kRefused, false}}) {
     Conn conn(fx);
     Packet syn = conn.base();
     syn.flags = kSyn;
-    syn.seq = 100000;
+    syn.seq = 100000;  // Conn's ISN
     syn.ack = 0;
     syn.payload = head;
     auto o = fx.run(syn);
-    CHECK(o.counter(PD_C_REQUESTS) == 1);
+    CHECK(o.counter(PD_C_REQUESTS) == 0);
+    CHECK(o.counter(PD_C_SYN_NEW) == 1);
+    REQUIRE(o.tcp.ok);  // a plain SYN goes on, with valid checksums
+    CHECK(o.tcp.flags == kSyn);
+    CHECK(o.tcp.payload.empty());
+    CHECK(o.tcp.tcp_csum_ok);
+    CHECK(o.tcp.ip_csum_ok);
+    // the server acknowledges none of it: the client sends it after the handshake
+    auto again = conn.send_at(0, head);
+    CHECK(again.counter(PD_C_REQUESTS) == 1);
     if (allowed)
-      CHECK(o.passed_unchanged());
+      CHECK(again.passed_unchanged());
     else
-      CHECK(o.verdict(PD_ACT_DENY) == 1);
-    for (unsigned i = 0; i < PD_IG_MAX; ++i) CHECK(ignored(o, i) == 0);
+      CHECK(again.refused());
   }
+}
+
+TEST_CASE("SYNs never push established connections out of the flow table", "[evasion][flows]") {
+  // the fixture's flow table holds 4096 connections: ten times as many SYNs from other sources
+  Fixture fx(kPolicy);
+  Conn live(fx);
+  REQUIRE(live.syn().passed_unchanged());
+  live.syn_ack(7, 512);
+  REQUIRE(live.send(kAllowed).passed_unchanged());
+  Conn live2(fx, 6);  // one whose SYN-ACK was not seen: completed by its ACK
+  REQUIRE(live2.syn().passed_unchanged());
+  REQUIRE(live2.send(kAllowed).passed_unchanged());
+  uint64_t syns = 0;
+  for (uint32_t i = 0; i < 40960; ++i) {
+    Packet s;
+    s.flags = kSyn;
+    s.seq = i * 7919u;
+    s.ack = 0;
+    s.src = "10." + std::to_string(i >> 16 & 255) + "." + std::to_string(i >> 8 & 255) + "." + std::to_string(i & 255);
+    s.sport = static_cast<uint16_t>(1024 + i % 60000);
+    syns += fx.run(s).counter(PD_C_SYN_NEW);
+  }
+  CHECK(syns == 40960);
+  auto use = fx.dp().flow_use();
+  REQUIRE(use);
+  CHECK(use->entries == 2);  // the two connections, nothing else
+  // both go on being judged: keep-alive requests, allowed and refused
+  for (Conn* c : {&live, &live2}) {
+    CHECK(c->send(kAllowed).passed_unchanged());
+    CHECK(c->send(kRefused).refused());
+  }
+}
+
+TEST_CASE("a SYN on an evicted connection's 4-tuple answered by a challenge ACK does not start a flow",
+          "[evasion][flows][server]") {
+  // the server still has the connection (the gateway lost it): it ignores the SYN, answers
+  // with an ACK of its own stream, and reads on in the old stream
+  Fixture fx(kPolicy);
+  Conn c(fx);
+  c.set_isn(500000);
+  REQUIRE(c.syn().passed_unchanged());
+  // the server's challenge ACK: no SYN flag, acknowledging the old stream, not the SYN
+  Packet challenge = c.base();
+  std::swap(challenge.src, challenge.dst);
+  std::swap(challenge.sport, challenge.dport);
+  challenge.flags = kAck;
+  challenge.seq = 900000;
+  challenge.ack = 123456;
+  auto ch = fx.run_egress(challenge);
+  CHECK(ch.counter(PD_C_SYN_REFUSED) == 1);
+  // the old stream's next request, at the sequence the client picked for its "new" one
+  auto o = c.send(kRefused);
+  CHECK(o.reason(PD_R_NO_FLOW) == 1);
+  CHECK(o.refused());
+  CHECK(o.counter(PD_C_REQUESTS) == 0);
+  auto a = c.send(kAllowed);  // nothing of it passes either
+  CHECK(a.reason(PD_R_NO_FLOW) == 1);
 }
 
 TEST_CASE("chunked-body framing the server may not have is held to its bytes", "[evasion][server][chunked]") {

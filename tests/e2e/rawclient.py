@@ -18,6 +18,9 @@ Steps (a JSON list, given with --steps or --steps-file):
   {"await": N}                 read until N responses in total have been parsed, the
                                connection ends, or --await-ms passes
   {"shutdown": "write"}        half-close (send FIN) and keep reading
+  {"wait_file": PATH, "max_ms": N}  pause (reading) until PATH exists, at most N ms: the
+                               test says when to go on (after a reload, say) instead of a
+                               guess of how long that takes
 
 After the last step the client keeps reading until the peer closes or resets, or
 --expect responses are complete and --linger-ms passed without the connection
@@ -48,12 +51,14 @@ Exit status: 0 when it connected (whatever happened later), 1 on connect failure
 import argparse
 import errno
 import json
+import os
 import select
 import socket
 import sys
 import time
 
 MAX_PAUSE_MS = 5000
+MAX_WAIT_FILE_MS = 60000
 MAX_TIMEOUT_S = 60
 
 
@@ -239,6 +244,13 @@ def bounded_ms(value, what):
     return value / 1000.0
 
 
+def wait_file_s(step):
+    value = step.get("max_ms", 10000)
+    if not isinstance(value, (int, float)) or value < 0 or value > MAX_WAIT_FILE_MS:
+        usage_error(f"rawclient: wait_file max_ms must be 0..{MAX_WAIT_FILE_MS}")
+    return value / 1000.0
+
+
 def validate_steps(steps):
     if not isinstance(steps, list):
         usage_error("rawclient: steps must be a JSON list")
@@ -260,6 +272,8 @@ def validate_steps(steps):
             pass
         elif isinstance(step, dict) and step.get("shutdown") == "write":
             pass
+        elif isinstance(step, dict) and isinstance(step.get("wait_file"), str):
+            wait_file_s(step)
         else:
             usage_error(f"rawclient: unknown step {step!r}")
 
@@ -301,6 +315,10 @@ def run_steps(conn, steps, pause_s, await_s):
                 conn.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
+        elif isinstance(step, dict) and "wait_file" in step:
+            stop = min(time.monotonic() + wait_file_s(step), conn.deadline)
+            while not os.path.exists(step["wait_file"]) and time.monotonic() < stop:
+                conn.read_for(0.02)
         else:
             usage_error(f"rawclient: unknown step {step!r}")
         done += 1

@@ -1,6 +1,7 @@
 // Changing the policy while traffic flows: the next request head is judged by the new
 // generation; anything refused (invalid file, preflight disagreement, verifier rejection)
 // leaves the running chain enforcing, unchanged.
+#include <fstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -24,15 +25,24 @@ int code(const Topology& topo, const char* path) { return curl(topo, cat("http:/
 
 TEST_CASE("a reload is judged from the next request head on, on connections already open", "[apply]") {
   Env env(http_policy());
+  TempDir dir("reload-open");
+  const std::string go = dir.file("go");  // the client sends its second request once this exists
   auto get = [](const char* path) { return http_request("GET", path, "app.example.com"); };
-  json steps = json::array({get("/healthz"), json{{"await", 1}}, json{{"sleep_ms", 2000}}, get("/healthz"),
-                            json{{"await", 2}}});
-  RawClient conn(env.topo, kServerV4, steps, {"--expect", "2", "--timeout", "20"});
-  std::this_thread::sleep_for(700ms);
+  json steps = json::array({get("/healthz"), json{{"await", 1}}, json{{"wait_file", go}, {"max_ms", 20000}},
+                            get("/healthz"), json{{"await", 2}}});
+  RawClient conn(env.topo, kServerV4, steps, {"--expect", "2", "--timeout", "40"});
+  // the first request answered (nginx logged it), then the reload, then the second request
+  bool first = false;
+  for (int i = 0; i < 200 && !first; ++i) {  // up to 20 s
+    first = !env.nginx.served_with("/healthz").empty();
+    if (!first) std::this_thread::sleep_for(100ms);
+  }
+  REQUIRE(first);
   auto out = env.daemon.reload(healthz_denied());
   INFO(out);
   CHECK(out.find("ready: generation 2") != std::string::npos);
-  auto r = conn.wait(20s);
+  std::ofstream(go) << "go\n";
+  auto r = conn.wait(40s);
   INFO(r.json << r.err);
   CHECK(r.statuses == std::vector<int>{200, 403});
   CHECK(code(env.topo, "/healthz") == 403);
