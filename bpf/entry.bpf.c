@@ -494,6 +494,7 @@ PD_INLINE struct pd_flow *pd_flow_from_syn(struct pd_flow_key *key, struct pd_sy
 	f->proto = e->proto;
 	f->gen = e->gen;
 	f->listener = e->listener;
+	f->client_if = e->client_if;
 	return f;
 }
 
@@ -598,6 +599,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 				.proto = proto,
 				.gen = (__u8)gen,
 				.has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD),
+				.client_if = skb->ifindex,
 			};
 			bpf_map_update_elem(&pd_syn, &p.key, &e, BPF_ANY);
 			PD_COUNT(PD_C_SYN_NEW);
@@ -624,6 +626,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		}
 		/* a flow without the server's side (it never saw a SYN-ACK leave): restarted */
 		pd_flow_start(f, p.seq, has_ts, tsval);
+		f->client_if = skb->ifindex;
 		f->proto = proto;
 		f->gen = gen;
 		f->listener = l->id;
@@ -914,10 +917,17 @@ int pd_egress(struct __sk_buff *skb)
 	struct pd_flow_key k = { .sport = p.key.dport, .dport = p.key.sport, .family = p.key.family };
 	__builtin_memcpy(k.saddr, p.key.daddr, sizeof(k.saddr));
 	__builtin_memcpy(k.daddr, p.key.saddr, sizeof(k.daddr));
+	/* Only what came from the server's side speaks for the server: a packet received on
+	 * the interface the client's packets arrive on, and sent back out toward the client, is
+	 * the client's (spoofed, routed back). The gateway's own replies (cloned at ingress) are
+	 * ignored the same way. 0: made on this host (a server on the gateway itself). */
+	__u32 came_in = skb->ingress_ifindex;
 	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &k);
+	if (f && came_in && came_in == f->client_if)
+		return TC_ACT_OK;
 	if (!f) {
 		struct pd_syn *e = bpf_map_lookup_elem(&pd_syn, &k);
-		if (!e)
+		if (!e || (came_in && came_in == e->client_if))
 			return TC_ACT_OK;
 		if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK | PD_TCP_RST)) != (PD_TCP_SYN | PD_TCP_ACK) ||
 		    p.ack != e->isn + 1) {
@@ -978,7 +988,7 @@ int pd_egress(struct __sk_buff *skb)
 	/* WebSocket, h2c: the server's first bytes answer the connection's first request, which
 	 * asked to switch protocols. A 101 there means the server reads no more HTTP/1.x on this
 	 * connection: neither does the gateway (what follows is frames, not request heads). */
-	if (f->upgrade == PD_UP_ASKED && p.seq == f->srv_data && p.payload_len >= 12) {
+	if (f->upgrade == PD_UP_ASKED && f->verdict == PD_ACT_ALLOW && p.seq == f->srv_data && p.payload_len >= 12) {
 		__u8 st[12];
 		if (bpf_skb_load_bytes(skb, p.payload_off, st, sizeof(st)) == 0 && st[0] == 'H' && st[1] == 'T' &&
 		    st[2] == 'T' && st[3] == 'P' && st[4] == '/' && st[5] == '1' && st[6] == '.' && st[7] == '1' &&

@@ -1,6 +1,6 @@
-/* path.bpf.c: the path stage. Normalizes the request path (query removed, unreserved
- * percent-escapes decoded, dot segments removed, repeated slashes merged; an encoded '/',
- * '\\' or NUL is the fail mode), then finds the matched host's first route whose path and
+/* path.bpf.c: the path stage. Normalizes the request path as nginx does before it matches
+ * locations (query removed, every percent-escape decoded into its byte, dot segments
+ * removed, repeated slashes merged; an encoded '/', '\\' or NUL is the fail mode), then finds the matched host's first route whose path and
  * methods match: exact and prefix patterns are hash lookups at the pattern lengths the
  * host uses (a bitmap), verified byte for byte. */
 #include "pd_common.h"
@@ -67,14 +67,6 @@ PD_INLINE void new_segment(struct norm *n)
 	n->all_dots = 1;
 }
 
-PD_INLINE int unreserved(__u8 c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || pd_is_digit(c) ||
-	       c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-const volatile char hexdig[] = "0123456789ABCDEF";
-
 struct pd_cb {
 	struct pd_ctx *ctx;
 };
@@ -105,13 +97,9 @@ static long norm_cb(__u32 i, struct pd_cb *cb)
 			n->reason = PD_R_BAD_PATH;
 			return 1;
 		}
-		if (unreserved(b)) {
-			emit(ctx, n, b);
-		} else {
-			emit(ctx, n, '%');
-			emit(ctx, n, hexdig[n->hi & 15]);
-			emit(ctx, n, hexdig[v & 15]);
-		}
+		/* the byte itself, whatever it is: nginx decodes every escape before it matches
+		 * a location, so "/a%40b" is "/a@b" and "/caf%C3%A9" is those two bytes */
+		emit(ctx, n, b);
 		return 0;
 	}
 	switch (c) {

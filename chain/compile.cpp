@@ -223,7 +223,7 @@ Status PathStage::compile(const config::Policy& policy, uint32_t gen, uint64_t s
       info.host_index = static_cast<uint32_t>(hi);
       info.route_index = static_cast<uint32_t>(ri);
       info.host_pattern = h.matches.empty() ? "" : h.matches.front();
-      info.path = fmt::format("{} {}", config::to_string(r.path.kind), pat);
+      info.path = fmt::format("{} {}", config::to_string(r.path.kind), config::encode_path(pat));
       info.action = std::string(config::to_string(r.action));
       t.rules.push_back(info);
       if (shadowed) {

@@ -269,9 +269,12 @@ Result<PreflightReport> preflight(Dataplane& dp, const config::Policy& policy, u
     std::string payload, what;
     unsigned want;  // pd_action
     if (probe.kind == Probe::Http) {
+      // the path (decoded bytes, as routes hold them) as a request carries it: escaped where
+      // it must be, and the dataplane decodes it back
+      const std::string target = config::encode_path(probe.path);
       payload = fmt::format("{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: policyd-preflight\r\n\r\n", probe.method,
-                            probe.path, probe.host);
-      what = fmt::format("{} http://{}{}", probe.method, probe.host, probe.path);
+                            target, probe.host);
+      what = fmt::format("{} http://{}{}", probe.method, probe.host, target);
       // a route that needs a token refuses a request without one (these probes carry none)
       const config::Route* route = reference_route(policy, probe.method_bit, probe.host, probe.path);
       want = action_of(route ? route->action : policy.default_action);

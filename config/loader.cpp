@@ -321,58 +321,49 @@ int hex_value(char c) {
   return c - 'A' + 10;
 }
 
-bool unreserved(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_' || c == '~';
-}
-
 // A path of a route; it is compared with normalized request paths, so it must be one itself.
+// Escapes are decoded, as requests' are (and as nginx decodes them before it matches a
+// location): "/a%40b" and "/a@b" are one path. The value returned is the decoded bytes.
 std::string parse_path_value(const YAML::Node& node, std::string_view key, PathMatch::Kind kind) {
-  std::string path = scalar(node, "a path starting with '/'", key);
+  const std::string& path = scalar(node, "a path starting with '/'", key);
   auto invalid = [&](const std::string& reason) {
     fail(node.Mark(), "invalid path " + in_quotes(path) + " for " + in_quotes(key) + ": " + reason);
   };
   if (path.empty() || path[0] != '/') invalid("it must start with '/'");
-  if (path.size() > kMaxPathLength) invalid("longer than 255 bytes");
+  std::string decoded;
   for (size_t i = 0; i < path.size(); ++i) {
     const auto c = static_cast<unsigned char>(path[i]);
-    if (c == '?') invalid("'?' is not allowed (the query string is not part of the matched path)");
-    if (c == '#') invalid("'#' is not allowed (fragments are not sent to servers)");
+    if (c == '?') invalid("'?' is not allowed (the query string is not part of the matched path; write %3F for the character)");
+    if (c == '#') invalid("'#' is not allowed (fragments are not sent to servers; write %23 for the character)");
     if (c == '\\') invalid("'\\' is not allowed");
-    if (c == ' ') invalid("spaces are not allowed");
+    if (c == ' ') invalid("spaces are not allowed (write %20)");
     if (c < 0x20 || c == 0x7f) invalid("control bytes are not allowed");
-    if (c != '%') continue;
+    if (c != '%') {
+      decoded.push_back(static_cast<char>(c));
+      continue;
+    }
     if (i + 2 >= path.size() || !hex_digit(path[i + 1]) || !hex_digit(path[i + 2])) {
-      invalid("'%' must start a percent-encoding like %20");
+      invalid("'%' must start a percent-encoding like %20 (write %25 for the character)");
     }
     const std::string escape = path.substr(i, 3);
-    const auto decoded =
-        static_cast<unsigned char>(hex_value(path[i + 1]) * 16 + hex_value(path[i + 2]));
-    if (unreserved(decoded)) {
-      invalid(in_quotes(escape) + " encodes the unreserved character " +
-              in_quotes(std::string(1, static_cast<char>(decoded))) +
-              ", which request paths have decoded before matching, so this path would never match; "
-              "write " +
-              in_quotes(std::string(1, static_cast<char>(decoded))) + " instead");
-    }
-    if (decoded == '/' || decoded == '\\' || decoded == 0) {
+    const auto byte = static_cast<unsigned char>(hex_value(path[i + 1]) * 16 + hex_value(path[i + 2]));
+    if (byte == '/' || byte == '\\' || byte == 0) {
       invalid(in_quotes(escape) +
               " is an encoded '/', '\\' or NUL; requests containing one get the fail mode, so this "
               "path would never match");
     }
-    // requests keep other escapes with upper-case hex digits (%c3%a9 arrives as %C3%A9)
-    path[i + 1] = static_cast<char>(std::toupper(static_cast<unsigned char>(path[i + 1])));
-    path[i + 2] = static_cast<char>(std::toupper(static_cast<unsigned char>(path[i + 2])));
+    decoded.push_back(static_cast<char>(byte));
     i += 2;
   }
-  if (path.find("//") != std::string::npos) {
+  if (decoded.size() > kMaxPathLength) invalid("longer than 255 bytes (decoded)");
+  if (decoded.find("//") != std::string::npos) {
     invalid("'//' never occurs in a normalized request path (repeated slashes are merged)");
   }
   const bool dot_segment =
-      path.find("/./") != std::string::npos || path.find("/../") != std::string::npos ||
-      (kind == PathMatch::Exact && (path.ends_with("/.") || path.ends_with("/..")));
-  if (dot_segment) invalid("dot segments never occur in a normalized request path");
-  return path;
+      decoded.find("/./") != std::string::npos || decoded.find("/../") != std::string::npos ||
+      (kind == PathMatch::Exact && (decoded.ends_with("/.") || decoded.ends_with("/..")));
+  if (dot_segment) invalid("dot segments never occur in a normalized request path (escapes decoded)");
+  return decoded;
 }
 
 std::string parse_interface(const YAML::Node& node) {

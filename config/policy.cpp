@@ -102,6 +102,23 @@ std::string_view to_string(StageKind s) {
   return "";
 }
 
+std::string encode_path(std::string_view decoded) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(decoded.size());
+  for (const char ch : decoded) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c <= 0x20 || c >= 0x7f || c == '%' || c == '?' || c == '#') {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    } else {
+      out.push_back(ch);
+    }
+  }
+  return out;
+}
+
 std::string_view to_string(PathMatch::Kind k) {
   switch (k) {
     case PathMatch::Exact:

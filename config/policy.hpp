@@ -172,6 +172,11 @@ std::string_view to_string(Protocol);
 std::string_view to_string(QuicMode);
 std::string_view to_string(StageKind);
 std::string_view to_string(PathMatch::Kind);
+// A decoded path (a route's value, a normalized request path) written back as a request
+// target would carry it: bytes outside printable ASCII, and '%', '?', '#', as %XX with
+// upper-case hex digits; everything else as itself. For display (always valid UTF-8) and
+// for requests made from a route (preflight).
+std::string encode_path(std::string_view decoded);
 std::string_view to_string(RateLimit::Key);
 std::string_view to_string(RateLimit::Unit);
 std::string_view to_string(Method);  // "GET", ...; "" for a value that is not a single method bit

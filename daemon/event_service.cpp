@@ -100,7 +100,8 @@ nlohmann::json event_json(const pd_event_decision& ev, const EventNames* names, 
     j["listener"] = ev.listener;
   if (auto m = method_name(ev.method); !m.empty()) j["method"] = m;
   j["host"] = ev.host_len ? json(carried(ev.host, ev.host_len, PD_LOG_HOST)) : json(nullptr);
-  j["path"] = ev.path_len ? json(carried(ev.path, ev.path_len, PD_LOG_PATH)) : json(nullptr);
+  // the normalized path is decoded bytes: shown escaped, as a request would carry it
+  j["path"] = ev.path_len ? json(config::encode_path(carried(ev.path, ev.path_len, PD_LOG_PATH))) : json(nullptr);
   j["client"] = endpoint(ev.flow.family, ev.flow.saddr, ev.flow.sport);
   j["server"] = endpoint(ev.flow.family, ev.flow.daddr, ev.flow.dport);
   return j;

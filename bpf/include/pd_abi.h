@@ -298,6 +298,11 @@ struct pd_flow {
 	__u8 pad2[2];
 	__u32 check_hi;     /* end of the judged (or read: chunk framing) bytes kept in records */
 	__u32 srv_data;     /* sequence number of the server's first data byte (its ISN + 1) */
+	/* the interface the client's packets arrive on: a "server" packet that came in there and
+	 * leaves again toward the client (a client's spoofed SYN-ACK, ACK or 101, routed back)
+	 * says nothing of the server, and pd_egress ignores it */
+	__u32 client_if;
+	__u32 pad4;
 	/* earlier judged heads (until acknowledged) and, with the server's side, segments of
 	 * chunked-body framing: whole copies are held to their digests */
 	struct pd_judged older[PD_OLDER_HEADS];
@@ -321,6 +326,7 @@ struct pd_syn {
 	__u8 has_ts;
 	__u8 refused;       /* the server answered this 4-tuple with no SYN-ACK for this SYN */
 	__u8 pad[2];
+	__u32 client_if;    /* the interface the SYN arrived on (pd_flow.client_if) */
 };
 
 /* What the accumulation entry holds of a flow's last judged head. */

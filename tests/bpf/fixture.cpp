@@ -132,14 +132,17 @@ Packet Conn::base() const {
   return p;
 }
 
-Outcome Fixture::run_egress(const Packet& p) {
+Outcome Fixture::run_egress(const Packet& p, uint32_t came_in) {
   Outcome o;
   o.in = p.build();
   auto before = dp_->read_counters().values;
   o.out.assign(o.in.size() + 64, 0);
+  __sk_buff skb{};
+  skb.ingress_ifindex = came_in;
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = o.in.data(), .data_out = o.out.data(),
               .data_size_in = static_cast<uint32_t>(o.in.size()),
-              .data_size_out = static_cast<uint32_t>(o.out.size()), .repeat = 1);
+              .data_size_out = static_cast<uint32_t>(o.out.size()), .ctx_in = &skb, .ctx_size_in = sizeof(skb),
+              .repeat = 1);
   REQUIRE(bpf_prog_test_run_opts(dp_->egress_prog_fd(), &opts) == 0);
   o.retval = static_cast<int>(opts.retval);
   o.out.resize(opts.data_size_out);

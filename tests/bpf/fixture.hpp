@@ -27,6 +27,8 @@ struct Outcome {
   uint64_t verdict(unsigned a) const { return counter(PD_C_VERDICT_BASE + a); }
 };
 
+inline constexpr uint32_t kTestRunIf = 1;  // BPF_PROG_TEST_RUN's skb->ifindex: lo
+
 class Fixture {
  public:
   // How the fixture gets its dataplane. Loading one verifies every program (seconds of
@@ -41,7 +43,9 @@ class Fixture {
   void apply(const std::string& policy_yaml);  // commit another generation
   Outcome run(const Packet& p);
   // Through the program attached at egress (pd_egress): a packet of the server to a client.
-  Outcome run_egress(const Packet& p);
+  // came_in: the interface it was received on (0: made on this host); the entry program's
+  // test runs see their packets arrive on lo (kTestRunIf).
+  Outcome run_egress(const Packet& p, uint32_t came_in = 0);
   chain::Dataplane& dp() { return *dp_; }
 
  private:

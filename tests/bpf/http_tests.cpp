@@ -336,6 +336,36 @@ TEST_CASE("after the server's 101 to the first request's Upgrade, the connection
     c.syn_ack(7, 512);
     CHECK(c.send(req("GET", "/admin", "app.example.com", "Upgrade: websocket\r\nConnection: Upgrade\r\n")).refused());
   }
+  SECTION("a 101 from the client's side (spoofed, routed back out) changes nothing") {
+    Conn c(fx);
+    c.syn();
+    c.syn_ack(7, 512);
+    CHECK(c.send(upgrade).verdict(PD_ACT_ALLOW) == 1);
+    Packet spoofed = c.base();  // what server_send would send, but received on the client's interface
+    std::swap(spoofed.src, spoofed.dst);
+    std::swap(spoofed.sport, spoofed.dport);
+    spoofed.flags = kAck | kPsh;
+    spoofed.seq = c.server_next();
+    spoofed.ack = 100001 + static_cast<uint32_t>(upgrade.size());
+    spoofed.payload = switched;
+    CHECK(fx.run_egress(spoofed, kTestRunIf).counter(PD_C_UPGRADED) == 0);
+    // the same bytes from the server's side do switch it
+    CHECK(fx.run_egress(spoofed, kTestRunIf + 1).counter(PD_C_UPGRADED) == 1);
+    // and after a spoofed one alone, the next request is judged
+    Conn d(fx);
+    d.syn();
+    d.syn_ack(7, 512);
+    CHECK(d.send(upgrade).verdict(PD_ACT_ALLOW) == 1);
+    Packet spoofed_d = d.base();
+    std::swap(spoofed_d.src, spoofed_d.dst);
+    std::swap(spoofed_d.sport, spoofed_d.dport);
+    spoofed_d.flags = kAck | kPsh;
+    spoofed_d.seq = d.server_next();
+    spoofed_d.ack = spoofed.ack;
+    spoofed_d.payload = switched;
+    CHECK(fx.run_egress(spoofed_d, kTestRunIf).counter(PD_C_UPGRADED) == 0);
+    CHECK(d.send(get("/admin")).refused());
+  }
   SECTION("no 101: the connection stays HTTP") {
     Conn c(fx);
     c.syn();
@@ -364,6 +394,42 @@ TEST_CASE("after the server's 101 to the first request's Upgrade, the connection
     CHECK(n.send(first).verdict(PD_ACT_ALLOW) == 1);
     CHECK(n.server_send(static_cast<uint32_t>(first.size()), 512, switched).counter(PD_C_UPGRADED) == 0);
     CHECK(n.send(get("/admin")).refused());
+  }
+}
+
+TEST_CASE("paths are matched decoded, as nginx matches its locations: every escape is its byte", "[http][path]") {
+  Fixture fx(policy_with(R"(chain: [host, path]
+default_action: deny
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/r@w/" }
+        action: deny
+      - path: { exact: "/en%3Dcoded" }
+        action: deny
+      - path: { exact: "/caf%C3%A9" }
+        action: allow
+      - path: { prefix: "/ok/" }
+        action: allow
+)"));
+  const std::vector<Case> cases = {
+      {"a reserved character written in the route, encoded in the request", get("/r%40w/x"), Expect::Deny},
+      {"a reserved character as written", get("/r@w/x"), Expect::Deny},
+      {"encoded in the route, literal in the request", get("/en=coded"), Expect::Deny},
+      {"encoded in both, lower-case hex", get("/en%3dcoded"), Expect::Deny},
+      {"an encoded ';' and ',' still take their route", get("/r%40w/a%3Bb%2Cc"), Expect::Deny},
+      {"UTF-8, escaped in lower case", get("/caf%c3%a9"), Expect::Allow},
+      {"UTF-8, escaped in upper case", get("/caf%C3%A9"), Expect::Allow},
+      {"an encoded '?' is a character of the path, not a query", get("/ok/%3F"), Expect::Allow},
+      {"an encoded '.' is a dot: dot segments apply", get("/ok/%2e%2e/r@w/x"), Expect::Deny},
+      {"an encoded '%'", get("/ok/100%25"), Expect::Allow},
+      {"raw UTF-8 in a request target is not a request line", get("/caf\xc3\xa9"), Expect::Fail, PD_R_BAD_REQUEST_LINE},
+      {"an encoded '/' is still the fail mode", get("/ok%2F..%2Fr@w/x"), Expect::Fail, PD_R_BAD_PATH},
+  };
+  for (const auto& c : cases) {
+    Conn conn(fx);
+    conn.syn();
+    check(conn.send(c.head), c);
   }
 }
 

@@ -256,7 +256,7 @@ ratelimits:
   REQUIRE(p.hosts.size() == 1);
   CHECK(p.hosts[0].matches == std::vector<std::string>{"api.example.com"});
   const Route& r = p.hosts[0].routes.at(0);
-  CHECK(r.path == PathMatch{PathMatch::Exact, "/a%20b"});
+  CHECK(r.path == PathMatch{PathMatch::Exact, "/a b"});  // escapes decoded, as requests' are
   CHECK(r.methods == PATCH);
   REQUIRE(r.jwt.has_value());
   CHECK(r.jwt->provider == "rsa");
@@ -453,7 +453,7 @@ TEST_CASE("names of enumerations and methods", "[config][policy]") {
   CHECK(all == 0x1ff);
 }
 
-TEST_CASE("a route path's escapes are kept with upper-case hex digits, as requests have them", "[config][loader]") {
+TEST_CASE("a route path's escapes are decoded into bytes, as requests' are (and nginx's locations)", "[config][loader]") {
   auto p = load_policy_string(kMinimal + R"(chain: [host, path]
 hosts:
   - match: a.example
@@ -462,12 +462,22 @@ hosts:
         action: allow
       - path: { prefix: "/x%2a/" }
         action: deny
+      - path: { prefix: "/%7Euser/%61%40b%3F%23%25" }
+        action: deny
 )",
                               "escapes.yaml");
-  CHECK(p.hosts[0].routes[0].path == PathMatch{PathMatch::Exact, "/caf%C3%A9"});
-  CHECK(p.hosts[0].routes[1].path == PathMatch{PathMatch::Prefix, "/x%2A/"});
-  // %7e is '~', unreserved: refused whatever the case of its digits
-  CHECK(error_of(kMinimal + "chain: [host, path]\nhosts:\n  - match: a.example\n    routes:\n"
-                            "      - {path: {prefix: \"/x%7e/\"}, action: deny}\n")
-            .find("encodes the unreserved character '~'") != std::string::npos);
+  CHECK(p.hosts[0].routes[0].path == PathMatch{PathMatch::Exact, "/caf\xc3\xa9"});
+  CHECK(p.hosts[0].routes[1].path == PathMatch{PathMatch::Prefix, "/x*/"});
+  CHECK(p.hosts[0].routes[2].path == PathMatch{PathMatch::Prefix, "/~user/a@b?#%"});
+  // written back as a request would carry them (display, preflight requests)
+  CHECK(encode_path(p.hosts[0].routes[0].path.value) == "/caf%C3%A9");
+  CHECK(encode_path(p.hosts[0].routes[2].path.value) == "/~user/a@b%3F%23%25");
+  // what decoding would turn into something no request path holds is refused
+  const std::string head = kMinimal + "chain: [host, path]\nhosts:\n  - match: a.example\n    routes:\n";
+  CHECK(error_of(head + "      - {path: {prefix: \"/a%2F\"}, action: deny}\n").find("is an encoded '/'") !=
+        std::string::npos);
+  CHECK(error_of(head + "      - {path: {prefix: \"/a/%2E/b\"}, action: deny}\n").find("dot segments") !=
+        std::string::npos);
+  CHECK(error_of(head + "      - {path: {prefix: \"/a%2f%2f\"}, action: deny}\n").find("is an encoded '/'") !=
+        std::string::npos);
 }

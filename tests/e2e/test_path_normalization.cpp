@@ -88,3 +88,30 @@ TEST_CASE("paths that cannot be normalized safely get the fail mode", "[e2e][pat
     CHECK(env.nginx.access_log().size() == targets.size());
   }
 }
+
+// nginx decodes every %XX of the path before it matches a location and before $uri; so does
+// policyd, in requests and in routes. A route that names a reserved character is matched by
+// its encoded spelling, and a route written encoded by the literal one.
+TEST_CASE("routes and requests are compared decoded, as nginx compares them", "[e2e][path]") {
+  const std::string policy = edit_policy(http_policy(), "  - match: [\"files.example.org\"]\n    routes:\n",
+                                         "  - match: [\"files.example.org\"]\n    routes:\n"
+                                         "      - path: { prefix: \"/r@w/\" }\n        action: deny\n"
+                                         "      - path: { exact: \"/en%3Dcoded\" }\n        action: deny\n"
+                                         "      - path: { prefix: \"/semi;\" }\n        action: deny\n");
+  Env env(policy);
+  for (const char* target : {"/r%40w/x", "/r@w/x", "/en=coded", "/en%3Dcoded", "/en%3dcoded", "/semi%3Bcolon",
+                             "/semi;colon"}) {
+    INFO("target " << target);
+    check_gateway_403(curl(env.topo, cat("http://files.example.org", target), {"--path-as-is"}));
+  }
+  // nginx serves such paths, decoded ($uri), when they are allowed
+  check_from_nginx(curl(env.topo, "http://files.example.org/ok%40x", {"--path-as-is"}), "GET", "files.example.org",
+                   "/ok@x");
+  check_from_nginx(curl(env.topo, "http://files.example.org/caf%C3%A9", {"--path-as-is"}), "GET",
+                   "files.example.org", "/caf\xC3\xA9");
+  env.nginx.sync();
+  CHECK(env.nginx.lines_with("r%40w").empty());
+  CHECK(env.nginx.lines_with("r@w").empty());
+  CHECK(env.nginx.lines_with("coded").empty());
+  CHECK(env.nginx.lines_with("semi").empty());
+}
