@@ -47,6 +47,7 @@ struct pd_http {
 	__u8 te_match;   /* value still equals a prefix of "chunked" */
 	__u8 cl_seen;
 	__u8 cl_bad;
+	__u8 cl_ows;     /* whitespace after the length's digits (trailing OWS, not part of the value) */
 	__u8 hosts;
 	__u32 cl;
 	__u32 cl_cur;
@@ -249,6 +250,7 @@ static long http_cb(__u32 i, struct pd_cb *cb)
 			h->te_match = 1;
 			h->cl_cur = 0;
 			h->cl_bad = 0;
+			h->cl_ows = 0;
 			return 0;
 		}
 		if (!pd_is_tchar(c)) {
@@ -284,10 +286,12 @@ static long http_cb(__u32 i, struct pd_cb *cb)
 		if (c != ' ' && c != '\t')
 			h->val_end = pos + 1;
 		if (h->cur == H_CL) {
-			if (pd_is_digit(c) && h->val_end == pos + 1 && pos + 1 - h->val_start == h->vlen + 1) {
+			if (pd_is_digit(c) && !h->cl_ows) {
 				if (h->cl_cur > 100000000u)
 					h->cl_bad = 1;
 				h->cl_cur = h->cl_cur * 10 + (c - '0');
+			} else if (c == ' ' || c == '\t') {
+				h->cl_ows = 1; /* trailing whitespace is not part of the value (nginx trims it) */
 			} else {
 				h->cl_bad = 1; /* lists, signs, inner spaces: not a plain length */
 			}

@@ -169,6 +169,11 @@ std::vector<Case> single_segment_cases() {
        PD_R_BAD_BODY},
       {"negative Content-Length", req("POST", "/api/x", "app.example.com", "Content-Length: -1\r\n"), Expect::Fail,
        PD_R_BAD_BODY},
+      {"Content-Length with a space inside", req("POST", "/api/x", "app.example.com", "Content-Length: 1 0\r\n"),
+       Expect::Fail, PD_R_BAD_BODY},
+      // trailing whitespace is not part of a field value (RFC 9110 5.5; nginx trims it)
+      {"Content-Length with trailing whitespace", req("POST", "/api/x", "app.example.com", "Content-Length: 0 \t\r\n"),
+       Expect::Allow},
   };
 }
 
@@ -487,6 +492,15 @@ TEST_CASE("every request on a keep-alive connection is judged", "[keepalive]") {
     CHECK(c.send(get("/healthz")).verdict(PD_ACT_ALLOW) == 1);
     CHECK(c.send(get("/api/a")).verdict(PD_ACT_ALLOW) == 1);
     CHECK(c.send(get("/admin")).refused());
+  }
+  SECTION("a Content-Length with trailing whitespace frames its body like any other") {
+    Conn c(fx);
+    c.syn();
+    const std::string post = req("POST", "/api/up", "app.example.com", "Content-Length: 5 \r\n") + "hello";
+    auto o = c.send(post + get("/admin"));
+    CHECK(o.counter(PD_C_REQUESTS) == 2);  // the body skipped, the next head judged
+    CHECK(o.truncated());                  // the refused head held back, what came before passes
+    CHECK(c.send_at(static_cast<uint32_t>(post.size()), get("/admin")).refused());
   }
   SECTION("a Content-Length body that looks like a request is body, not a request") {
     Conn c(fx);
