@@ -923,12 +923,18 @@ int pd_egress(struct __sk_buff *skb)
 	 * ignored the same way. 0: made on this host (a server on the gateway itself). */
 	__u32 came_in = skb->ingress_ifindex;
 	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &k);
-	if (f && came_in && came_in == f->client_if)
+	if (f && came_in && came_in == f->client_if) {
+		pd_count(PD_C_EGRESS_CLIENT_SIDE);
 		return TC_ACT_OK;
+	}
 	if (!f) {
 		struct pd_syn *e = bpf_map_lookup_elem(&pd_syn, &k);
-		if (!e || (came_in && came_in == e->client_if))
+		if (!e)
 			return TC_ACT_OK;
+		if (came_in && came_in == e->client_if) {
+			pd_count(PD_C_EGRESS_CLIENT_SIDE);
+			return TC_ACT_OK;
+		}
 		if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK | PD_TCP_RST)) != (PD_TCP_SYN | PD_TCP_ACK) ||
 		    p.ack != e->isn + 1) {
 			/* not the SYN-ACK of this SYN: a challenge ACK (the server has a connection

@@ -576,7 +576,8 @@ metrics::Snapshot Daemon::snapshot() const {
                 .quic_denied = at(PD_C_QUIC_DENIED),
                 .upgraded = at(PD_C_UPGRADED),
                 .syn_new = at(PD_C_SYN_NEW),
-                .syn_refused = at(PD_C_SYN_REFUSED)};
+                .syn_refused = at(PD_C_SYN_REFUSED),
+                .egress_client_side = at(PD_C_EGRESS_CLIENT_SIDE)};
   for (unsigned g = 0; g < PD_IG_MAX; ++g)
     if (abi::ignored_name(g) != "unknown") s.ignored.emplace_back(abi::ignored_name(g), at(PD_C_IGNORED_BASE + g));
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
@@ -664,7 +665,8 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
                              {"requests", c.requests},   {"flows_new", c.flows_new}, {"fail_open", c.fail_open},
                              {"truncated", c.truncated}, {"generation_mismatch", c.generation_mismatch},
                              {"quic_denied", c.quic_denied}, {"upgraded", c.upgraded},
-                             {"handshakes", c.syn_new}, {"handshakes_refused", c.syn_refused}};
+                             {"handshakes", c.syn_new}, {"handshakes_refused", c.syn_refused},
+                             {"egress_client_side", c.egress_client_side}};
   nlohmann::json limits = nlohmann::json::object();
   for (const auto& l : s.ratelimit.limits) limits[l.name] = {{"allowed", l.allowed}, {"limited", l.limited}};
   nlohmann::json ratelimit = {{"allowed", s.ratelimit.allowed},

@@ -149,6 +149,10 @@ std::vector<Family> families(const Snapshot& s) {
             "flow table entries created: handshakes completed (far fewer than policyd_handshakes_total: a SYN "
             "flood, or a scan)",
             c.flows_new);
+  b.counter("policyd_egress_client_side_total",
+            "packets leaving toward a client that came in on the client's side, so not the server's: policyd's own "
+            "replies, and spoofed server packets routed back; they tell the gateway nothing of the server",
+            c.egress_client_side);
   b.counter("policyd_handshakes_refused_total",
             "handshakes the server answered with no SYN-ACK (a challenge ACK on a connection it still has, a RST)",
             c.syn_refused);

@@ -59,7 +59,7 @@ struct Snapshot {
   struct Dataplane {
     uint64_t packets = 0, fast_path = 0, head_partial = 0, requests = 0, flows_new = 0, fail_open = 0,
              truncated = 0, generation_mismatch = 0, quic_denied = 0, upgraded = 0,
-             syn_new = 0, syn_refused = 0;
+             syn_new = 0, syn_refused = 0, egress_client_side = 0;
   } counters;
   Counts ignored;    // pd_ignored reason -> segments the server would discard, dropped unjudged
   Counts verdicts;   // action -> decisions

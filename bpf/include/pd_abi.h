@@ -141,6 +141,7 @@ enum pd_counter {
 	PD_C_UPGRADED = (int)PD_C_IGNORED_BASE + 8,    /* connections the server switched to another protocol (101) */
 	PD_C_SYN_NEW,                                  /* SYNs of new connections, kept in pd_syn until the handshake completes */
 	PD_C_SYN_REFUSED,                              /* of those, answered by the server with no SYN-ACK (a challenge ACK, a RST) */
+	PD_C_EGRESS_CLIENT_SIDE,                       /* packets of a flow leaving toward its client that came in on the client's side: not the server's (policyd's replies, spoofed ones) */
 	PD_C_MAX = 128,
 };
 

@@ -74,6 +74,11 @@ Steps:
   {"udp": "text"} or {"udp_hex": "..."} with optional "dport", "sport", "bad_checksum",
                        "ttl" / "hop_limit": one UDP datagram (no handshake needed)
   {"close": "rst" | "fin"}   send it now
+  {"spoof_server": "text", "at": OFF}   a packet as the server would send it (source: the
+                       server's address and port; destination: this client), carrying the
+                       text at offset OFF (default 0) of the server's stream, sent from here to
+                       the gateway, which routes it back: what a client forging the server's
+                       side looks like (it needs the handshake's server ISN)
 
 Every wait is bounded; each connection has its own bound; the whole run has a hard bound
 (--timeout, at most 120 s), after which it prints what it has with "timed_out": true.
@@ -736,11 +741,30 @@ class Conn:
                 self.step_deliver(step["deliver"] or {})
             elif "udp" in step or "udp_hex" in step:
                 self.step_udp(step)
+            elif "spoof_server" in step:
+                self.step_spoof_server(step)
             elif "close" in step:
                 self.close(step["close"])
                 self.pump(0.02)
             else:
                 usage_error(f"unknown step {step!r}")
+
+    def step_spoof_server(self, step):
+        if self.server_isn is None:
+            self.notes.append("spoof_server without a handshake: skipped")
+            return
+        S = self.env.load_scapy()
+        TCP, Raw, Ether = S["TCP"], S["Raw"], S["Ether"]
+        seq = (self.server_isn + 1 + int(step.get("at", 0))) & MASK
+        tcp = TCP(sport=self.dport, dport=self.sport, seq=seq, ack=(self.isn + 1 + self.sent_end) & MASK,
+                  flags="PA", window=65535)
+        if self.v6:
+            ip = S["IPv6"](src=self.env.dst6, dst=self.env.src6, hlim=64)
+        else:
+            ip = S["IP"](src=self.env.dst4, dst=self.env.src4, ttl=64, id=self.env.next_ident(), flags="DF")
+        frame = Ether(src=self.env.src_mac, dst=self.env.gw_mac) / ip / tcp / Raw(payload_of(step, "spoof_server", "spoof_hex"))
+        self.env.link.send(bytes(frame))
+        self.pump(0.05)
 
     def summary(self):
         data = self.data()

@@ -835,6 +835,34 @@ TEST_CASE("evasion: IPv6 extension headers before the TCP header", "[e2e][evasio
   }
 }
 
+// --- the server's side speaks only from the server's side -----------------------------------
+
+TEST_CASE("evasion: a 101 forged by the client and routed back does not stop the parsing", "[e2e][evasion][server]") {
+  CraftEnv env(http_policy());
+  const auto before = stats(env.daemon);
+  // keep-alive: an allowed request asking to upgrade (nginx answers it 200, not 101), then
+  // the client forges the server's "101" at the server's first byte, sent to the gateway with
+  // the server's address, which routes it back out toward the client; then a refused request
+  const std::string upgrade = cat("GET /files/up HTTP/1.1\r\nHost: ", kFiles,
+                                  "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+  const std::string admin = cat("GET /admin/spoofed HTTP/1.1\r\nHost: ", kFiles, "\r\n\r\n");
+  json c = conn({syn(), send(upgrade), await_response(1500),
+                 json{{"spoof_server", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"}},
+                 sleep_ms(200), send(admin), await_response(1500), sleep_ms(300)});
+  const auto res = env.peer.run(json::array({c}));
+  env.nginx.sync();
+  INFO("craft.py summary: " << res[0].dump());
+  check_served_once(env.nginx, "/files/up");
+  check_never_served(env.nginx, "/admin/spoofed");
+  CHECK((reset(res[0]) || data_of(res[0]).find("Server: policyd") != std::string::npos));
+  const auto after = stats(env.daemon);
+  INFO("counters before " << before.at("counters").dump() << " after " << after.at("counters").dump());
+  // the forged packet went out through the egress program, which did not take it for the server's
+  CHECK(after.at("counters").at("egress_client_side").get<std::uint64_t>() >
+        before.at("counters").at("egress_client_side").get<std::uint64_t>());
+  CHECK(after.at("counters").at("upgraded") == before.at("counters").at("upgraded"));
+}
+
 // --- sequence wraparound ------------------------------------------------------------------
 
 TEST_CASE("evasion: a head spanning the 2^32 sequence wrap", "[e2e][evasion][wrap]") {
