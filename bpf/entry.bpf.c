@@ -234,6 +234,19 @@ PD_INLINE int pd_copy_acc(struct pd_ctx *ctx, struct pd_accum *acc)
 	return bpf_probe_read_kernel(ctx->head.buf, len, acc->buf) < 0 ? -1 : 0;
 }
 
+/* The segment's addresses, offsets, sequence numbers and flags: what pd_discard_check reads. */
+PD_INLINE void pd_ctx_segment(struct pd_ctx *ctx, struct pd_pkt *p)
+{
+	__builtin_memcpy(&ctx->key, &p->key, sizeof(ctx->key));
+	ctx->family = p->family;
+	ctx->l4_off = p->l4_off;
+	ctx->payload_off = p->payload_off;
+	ctx->payload_len = p->payload_len;
+	ctx->seq = p->seq;
+	ctx->ack = p->ack;
+	ctx->tcp_flags = p->tcp_flags;
+}
+
 PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_pkt *p,
 			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, __u16 listener, int preflight)
 {
@@ -242,19 +255,12 @@ PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_
 	ctx->version = PD_CTX_VERSION;
 	ctx->gen = gen;
 	ctx->stage = PD_STAGE_ENTRY;
-	__builtin_memcpy(&ctx->key, &p->key, sizeof(ctx->key));
+	pd_ctx_segment(ctx, p);
 	ctx->ifindex = skb->ifindex;
 	ctx->l3_off = p->l3_off;
-	ctx->l4_off = p->l4_off;
-	ctx->payload_off = p->payload_off;
-	ctx->family = p->family;
 	ctx->proto = proto;
 	ctx->listener = listener;
 	ctx->from_stage = PD_STAGE_ENTRY;
-	ctx->seq = p->seq;
-	ctx->ack = p->ack;
-	ctx->payload_len = p->payload_len;
-	ctx->tcp_flags = p->tcp_flags;
 	ctx->action = PD_ACT_NONE;
 	ctx->reason = PD_R_NONE;
 	ctx->default_action = cfg->default_action;
@@ -355,6 +361,51 @@ __noinline int pd_discard_check(struct __sk_buff *skb, struct pd_ctx *ctx, struc
 	return -1;
 }
 
+/* ---- timestamps of the segments that pass unjudged --------------------------------------
+ * The server's ts_recent moves with the segments it takes: pure ACKs and body bytes as well
+ * as heads (RFC 7323; Linux's tcp_replace_ts_recent). Were the gateway to follow heads only,
+ * a pure ACK with a newer TSval would leave the server dropping (PAWS) a head the gateway
+ * judged, and the server would act on another copy. So every segment that passes, and that
+ * the server would take (pd_discard_check), moves ts_recent here too, whatever its sequence
+ * number: the gateway's value is never behind the server's, its PAWS test never laxer. */
+__noinline int pd_follow_ts(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_flow *f, struct pd_pkt *p)
+{
+	if (!ctx || !f || !p)
+		return 0;
+	/* only what pd_discard_check reads: the rest of the scratch context is not touched */
+	pd_ctx_segment(ctx, p);
+	if (pd_discard_check(skb, ctx, f, p->ttl) < 0 && ctx->seg_has_ts &&
+	    (__s32)(ctx->seg_tsval - f->ts_recent) > 0)
+		f->ts_recent = ctx->seg_tsval;
+	return 0;
+}
+
+/* Whether a segment that passes may move ts_recent: its TSval, read where stacks put it
+ * (NOP, NOP, timestamp as the first option), is newer; any other layout of options is
+ * walked by pd_follow_ts. Cheap enough for the fast path: one load. */
+PD_INLINE int pd_ts_may_advance(struct __sk_buff *skb, struct pd_flow *f, struct pd_pkt *p)
+{
+	if (!f->has_ts || (p->tcp_flags & PD_TCP_RST) || p->payload_off < p->l4_off + 32)
+		return 0; /* no room for a timestamp option: nothing to follow */
+	__u8 o[8];
+	if (bpf_skb_load_bytes(skb, p->l4_off + 20, o, sizeof(o)) < 0)
+		return 0;
+	if (o[0] != 1 || o[1] != 1 || o[2] != 8 || o[3] != 10)
+		return 1;
+	__u32 tsval = ((__u32)o[4] << 24) | ((__u32)o[5] << 16) | ((__u32)o[6] << 8) | o[7];
+	return (__s32)(tsval - f->ts_recent) > 0;
+}
+
+PD_INLINE void pd_track_ts(struct __sk_buff *skb, struct pd_flow *f, struct pd_pkt *p)
+{
+	if (!pd_ts_may_advance(skb, f, p))
+		return;
+	__u32 z = 0;
+	struct pd_ctx *c = bpf_map_lookup_elem(&pd_scratch, &z);
+	if (c)
+		pd_follow_ts(skb, c, f, p);
+}
+
 /* How a copy of judged bytes compares with what was judged. */
 #define PD_SAME 0
 #define PD_DIFFERS 1
@@ -423,12 +474,17 @@ __noinline int pd_judged_differs(struct __sk_buff *skb, struct pd_ctx *ctx, stru
 	/* Part of a head only the digest remembers: a sender resending it in smaller pieces
 	 * (a smaller MSS, or repacketized). Collect the pieces in order from the head's first
 	 * byte; the piece that completes the copy is held to the digest. Until then the pieces
-	 * pass: the server cannot act on part of a head. */
+	 * pass, as long as what they hold is no head of its own: the judged head's first end is
+	 * at jl, so a copy of its first bytes has none, while a shorter head at the same place
+	 * (another path, sent after the server dropped the judged copy) is complete for the
+	 * server and acted on at once. */
 	if (f->accumulating)
 		return PD_NOT_YET; /* the entry is busy with the next head */
 	if (from == js) {
 		__u32 n = to - from;
 		if (pd_copy_in(skb, off, ctx->head.buf, 0, n) < 0)
+			return PD_DIFFERS;
+		if (pd_head_end(ctx, ctx->head.buf, 0, n) != 0)
 			return PD_DIFFERS;
 		ctx->head.start_seq = js;
 		ctx->head.len = n;
@@ -454,7 +510,7 @@ __noinline int pd_judged_differs(struct __sk_buff *skb, struct pd_ctx *ctx, stru
 		return PD_DIFFERS;
 	acc->len = have + add;
 	if (acc->len < jl)
-		return PD_SAME;
+		return pd_head_end(ctx, acc->buf, 0, acc->len) != 0 ? PD_DIFFERS : PD_SAME;
 	if (pd_digest(acc->buf, jl, f->digest_key) != f->digest)
 		return PD_DIFFERS;
 	f->held = PD_HELD_ALL; /* the copy is complete and the same */
@@ -701,11 +757,16 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	}
 	if (f->state == PD_FS_FINAL && !again) {
 		PD_COUNT(PD_C_FAST_PATH);
+		/* timestamps matter while a copy of judged bytes may still come */
+		if (!preflight && f->judged_len && !pd_srv_has(f, f->judged_seq + f->judged_len))
+			pd_track_ts(skb, f, &p);
 		return TC_ACT_OK; /* allowed for the rest of the connection */
 	}
 	if (f->state != PD_FS_FINAL) {
 		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
 			PD_COUNT(PD_C_FAST_PATH);
+			if (!preflight)
+				pd_track_ts(skb, f, &p);
 			return TC_ACT_OK;
 		}
 		if (!f->accumulating && !again && !(p.tcp_flags & PD_TCP_URG) &&
@@ -713,6 +774,8 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			/* body bytes of an allowed request, or a retransmission of bytes before
 			 * the last judged head */
 			PD_COUNT(PD_C_FAST_PATH);
+			if (!preflight)
+				pd_track_ts(skb, f, &p);
 			return TC_ACT_OK;
 		}
 	}

@@ -28,6 +28,27 @@ const std::string kHostsAll = "hosts:\n  - match: \"*\"\n    routes:\n      - pa
 
 uint64_t ignored(const Outcome& o, unsigned why) { return o.counter(PD_C_IGNORED_BASE + why); }
 
+// A Timestamp option with TSval v: after two NOPs (where stacks put it), or first and the NOPs
+// after it.
+std::string ts(uint32_t v, bool canonical = true) {
+  std::string val;
+  for (int i = 3; i >= 0; --i) val.push_back(static_cast<char>(v >> (8 * i)));
+  return canonical ? std::string("\x01\x01\x08\x0a", 4) + val + std::string(4, '\0')
+                   : std::string("\x08\x0a", 2) + val + std::string(4, '\0') + std::string("\x01\x01", 2);
+}
+
+// A connection that negotiated timestamps: its SYN carried TSval tsval.
+Conn ts_conn(Fixture& fx, uint32_t tsval) {
+  Conn conn(fx);
+  Packet syn = conn.base();
+  syn.flags = kSyn;
+  syn.seq = 100000;
+  syn.ack = 0;
+  syn.tcp_options = ts(tsval);
+  REQUIRE(fx.run(syn).passed_unchanged());
+  return conn;
+}
+
 }  // namespace
 
 TEST_CASE("segments the server would discard are dropped unjudged", "[evasion]") {
@@ -68,18 +89,7 @@ TEST_CASE("segments the server would discard are dropped unjudged", "[evasion]")
 
 TEST_CASE("a timestamp older than the connection's is dropped (PAWS)", "[evasion]") {
   Fixture fx(kPolicy);
-  auto ts = [](uint32_t v) {
-    std::string o("\x01\x01\x08\x0a", 4);
-    for (int i = 3; i >= 0; --i) o.push_back(static_cast<char>(v >> (8 * i)));
-    return o + std::string(4, '\0');
-  };
-  Conn conn(fx);
-  Packet syn = conn.base();
-  syn.flags = kSyn;
-  syn.seq = 100000;
-  syn.ack = 0;
-  syn.tcp_options = ts(5000);
-  REQUIRE(fx.run(syn).passed_unchanged());
+  Conn conn = ts_conn(fx, 5000);
   Packet old = conn.at(0, kAllowed);
   old.tcp_options = ts(1000);
   auto o = fx.run(old);
@@ -88,6 +98,89 @@ TEST_CASE("a timestamp older than the connection's is dropped (PAWS)", "[evasion
   Packet now = conn.at(0, kRefused);
   now.tcp_options = ts(5001);
   CHECK(fx.run(now).refused());
+}
+
+// Issue 17, class 4: the server drops the judged copy (its timestamp older than one a pure
+// ACK raised) and takes a shorter head with another path at the same sequence number.
+TEST_CASE("segments that pass unjudged move the timestamp the gateway holds to (PAWS)", "[evasion]") {
+  Fixture fx(kPolicy);
+  Conn conn = ts_conn(fx, 5000);
+  auto pure_ack = [&](uint32_t tsval, bool canonical = true, bool bad = false) {
+    Packet a = conn.at(0, "");
+    a.flags = kAck;
+    a.tcp_options = ts(tsval, canonical);
+    a.bad_checksum = bad;
+    return fx.run(a);
+  };
+  auto head = [&](const std::string& h, uint32_t tsval) {
+    Packet d = conn.at(0, h);
+    d.tcp_options = ts(tsval);
+    return fx.run(d);
+  };
+  SECTION("a pure ACK with a newer timestamp: the judged head's stale copy is dropped, as the server drops it") {
+    REQUIRE(pure_ack(9000).passed_unchanged());
+    auto o = head(kAllowed, 5001);
+    CHECK(o.dropped());
+    CHECK(ignored(o, PD_IG_PAWS) == 1);
+    CHECK(o.counter(PD_C_REQUESTS) == 0);
+    // the shorter head with another path, sent with the new timestamp: judged
+    auto r = head(get("/admin"), 9000);
+    CHECK(r.refused());
+    CHECK(r.verdict(PD_ACT_DENY) == 1);
+  }
+  SECTION("the timestamp option in another place is read too") {
+    REQUIRE(pure_ack(9000, false).passed_unchanged());
+    CHECK(ignored(head(kAllowed, 5001), PD_IG_PAWS) == 1);
+  }
+  SECTION("a pure ACK the server would discard moves nothing") {
+    REQUIRE(pure_ack(9000, true, true).passed_unchanged());  // a bad checksum
+    CHECK(head(kAllowed, 5001).passed_unchanged());
+  }
+  SECTION("body bytes of an allowed request move it") {
+    const std::string post = "POST /ok/x HTTP/1.1\r\nHost: app.example.com\r\nContent-Length: 10\r\n\r\n";
+    REQUIRE(head(post, 5000).passed_unchanged());
+    Packet body = conn.at(static_cast<uint32_t>(post.size()), "0123456789");
+    body.tcp_options = ts(9000);
+    REQUIRE(fx.run(body).passed_unchanged());
+    Packet next = conn.at(static_cast<uint32_t>(post.size() + 10), kAllowed);
+    next.tcp_options = ts(5001);
+    auto o = fx.run(next);
+    CHECK(o.dropped());
+    CHECK(ignored(o, PD_IG_PAWS) == 1);
+  }
+}
+
+TEST_CASE("a shorter head sent where an allowed head was is held to the judged bytes", "[evasion]") {
+  for (const bool open : {false, true}) {
+    INFO((open ? "fail_mode open" : "fail_mode closed"));
+    Fixture fx(open ? kOpenPolicy : kPolicy);
+    Conn conn(fx);
+    REQUIRE(conn.syn().passed_unchanged());
+    REQUIRE(conn.send(kAllowed).passed_unchanged());
+    SECTION("a whole head, shorter") {
+      auto r = conn.send_at(0, "GET /admin HTTP/1.1\r\n\r\n");
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION("an HTTP/0.9 request line") {
+      auto r = conn.send_at(0, "GET /admin\r\n");
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION("pieces that end a head before the judged one ends") {
+      const std::string first = "GET /admin HTTP/1.1\r\nX: ";
+      REQUIRE(first.size() < kAllowed.size());
+      CHECK(conn.send_at(0, first).passed_unchanged());  // part of a head: cannot be acted on
+      auto r = conn.send_at(static_cast<uint32_t>(first.size()), "a\r\n\r\n");
+      CHECK(r.refused());
+      CHECK(r.reason(PD_R_INCONSISTENT) == 1);
+    }
+    SECTION("the same bytes in three pieces still pass") {
+      CHECK(conn.send_at(0, kAllowed.substr(0, 7)).passed_unchanged());
+      CHECK(conn.send_at(7, kAllowed.substr(7, 20)).passed_unchanged());
+      CHECK(conn.send_at(27, kAllowed.substr(27)).passed_unchanged());
+    }
+  }
 }
 
 TEST_CASE("judged bytes that arrive again must be the same bytes", "[evasion]") {

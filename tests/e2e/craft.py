@@ -48,7 +48,9 @@ Steps:
                                          "AO" (kind 29, key ids 1/1, 12-byte zero MAC),
                                          ["Timestamp", [tsval, tsecr]], ["MSS", n],
                                          ["raw", kind, "hex"]
-                         "tsval": N      the Timestamp option's TSval for this segment
+                         "tsval": N      the Timestamp option's TSval for this segment (a
+                                         newer one than sent so far: later segments count on
+                                         from it; an older one changes nothing after it)
                          "no_ts": true   no Timestamp option on this segment
                          "ext6": [[kind, n], ...]  IPv6 extension headers before TCP: "dst" /
                                          "hop" with n (0..8) options of 255 bytes, "routing"
@@ -575,7 +577,10 @@ class Conn:
     # -- sending
     def next_tsval(self, override=None):
         if override is not None:
-            return int(override) & MASK
+            v = int(override) & MASK
+            if ((v - self.tsval) & MASK) < 0x80000000:
+                self.tsval = v  # a newer TSval: later segments count on from it
+            return v
         self.tsval = (self.tsval + 1) & MASK
         return self.tsval
 

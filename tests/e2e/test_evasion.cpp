@@ -339,6 +339,34 @@ TEST_CASE("evasion: a segment with an old timestamp (PAWS) is not judged", "[e2e
   discarded_segment_case("paws", "old_timestamp", false, {{"tsval", 5}}, {{"ts", true}, {"tsval", 1000000}});
 }
 
+// Issue 17, class 4: a pure ACK raises the server's ts_recent (Linux takes the TSval of a
+// segment at rcv_wup); the allowed head sent after it with an older TSval is then dropped by the
+// server (PAWS), and a shorter head with another path at the same sequence number is what it
+// takes. The gateway follows the pure ACK's timestamp, drops the stale copy as the server does
+// and judges the shorter head. (Had it judged the stale copy, the shorter head is a whole head
+// of its own: held to the judged bytes, it is refused too; tests/bpf evasion_tests.)
+TEST_CASE("evasion: a pure ACK's newer timestamp, then a stale allowed copy and a shorter head", "[e2e][evasion][discard]") {
+  CraftEnv env(http_policy());
+  const auto before = stats(env.daemon);
+  const std::string longer = allowed("tsack-with-a-longer-path"), shorter = refused("tsack");
+  REQUIRE(shorter.size() < longer.size());
+  json steps = {syn({{"ts", true}, {"tsval", 1000000}}),
+                send("", {{"flags", "A"}, {"tsval", 2000000}, {"pause_ms", 100}}),
+                send_at(longer, 0, {{"tsval", 1000002}, {"stream", false}, {"pause_ms", 150}}),
+                send_at(shorter, 0), await_response(), deliver()};
+  const auto res = env.peer.run(json::array({conn(std::move(steps))}));
+  env.nginx.sync();
+  check_client_refused(res[0]);
+  check_never_served(env.nginx, "/admin/tsack");
+  check_never_served(env.nginx, "/files/tsack-with-a-longer-path");
+  const auto after = stats(env.daemon);
+  auto stale = [](const json& j) {
+    const auto& g = j.at("ignored");
+    return g.contains("old_timestamp") ? g.at("old_timestamp").get<std::uint64_t>() : 0;
+  };
+  CHECK(stale(after) >= stale(before) + 1);
+}
+
 // What the server's own packets say (the gateway reads them at the egress of the same link).
 TEST_CASE("evasion: a segment acknowledging data the server never sent is not judged", "[e2e][evasion][discard][server]") {
   discarded_segment_case("ackahead", "ack_of_unsent_data", false, {{"ack_delta", 100000}});
