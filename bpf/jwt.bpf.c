@@ -793,6 +793,8 @@ PD_INLINE int punt(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_jwt_cach
 	ev->token_len = len;
 	ev->key = *key;
 	ev->tail = tail;
+	__builtin_memcpy(ev->saddr, ctx->key.saddr, sizeof(ev->saddr));
+	ev->family = ctx->family;
 	bpf_probe_read_kernel(ev->token, len, &ctx->head.buf[off]);
 	bpf_ringbuf_submit(ev, 0);
 	pd_count(PD_C_JWT_PUNTED);

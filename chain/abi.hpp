@@ -29,7 +29,7 @@ static_assert(sizeof(pd_jwt_claim_key) == 24);
 static_assert(sizeof(pd_jwt_cache_key) == 16);
 static_assert(sizeof(pd_jwt_cache_val) == 64);
 static_assert(sizeof(pd_runtime) == 40);
-static_assert(sizeof(pd_event_jwt) == 40 + PD_JWT_MAX);
+static_assert(sizeof(pd_event_jwt) == 64 + PD_JWT_MAX);
 static_assert(sizeof(pd_event_decision) == 80 + PD_LOG_HOST + PD_LOG_PATH);
 static_assert(sizeof(pd_log_budget) == 16);
 static_assert(sizeof(pd_rl_limit) == 48);

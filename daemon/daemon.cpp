@@ -607,8 +607,10 @@ metrics::Snapshot Daemon::snapshot() const {
   s.jwt.sent_to_daemon = at(PD_C_JWT_PUNTED);
   s.jwt.send_failed = at(PD_C_JWT_PUNT_LOST);
   if (jwt_) {
-    const auto& js = jwt_->stats();
+    const auto js = jwt_->stats();
     s.jwt.daemon_received = js.received;
+    s.jwt.daemon_dropped = js.dropped;
+    s.jwt.daemon_queued = js.queued;
     s.jwt.daemon_valid = js.valid;
     s.jwt.daemon_invalid = js.invalid;
     s.jwt.daemon_stale = js.stale;
@@ -680,7 +682,8 @@ control::Response Daemon::cmd_stats(const nlohmann::json&) {
                         {"sent_to_daemon", j.sent_to_daemon},
                         {"send_failed", j.send_failed},
                         {"daemon", {{"received", j.daemon_received}, {"valid", j.daemon_valid},
-                                    {"invalid", j.daemon_invalid}, {"stale", j.daemon_stale}}}};
+                                    {"invalid", j.daemon_invalid}, {"stale", j.daemon_stale},
+                                    {"dropped", j.daemon_dropped}, {"queued", j.daemon_queued}}}};
   nlohmann::json rl = nlohmann::json::array();
   for (const auto& rule : s.rules)
     rl.push_back({{"rule", rule.rule}, {"host", rule.host}, {"path", rule.path}, {"action", rule.action},

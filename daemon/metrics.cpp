@@ -220,6 +220,9 @@ std::vector<Family> families(const Snapshot& s) {
   b.counters("policyd_jwt_daemon_answers_total",
              "the daemon's answers: valid signature, invalid, or stale (its provider changed since)", "result",
              {{"valid", j.daemon_valid}, {"invalid", j.daemon_invalid}, {"stale", j.daemon_stale}});
+  b.counter("policyd_jwt_daemon_dropped_total",
+            "tokens the daemon did not verify: over its queue's bounds (per client, or in all)", j.daemon_dropped);
+  b.gauge("policyd_jwt_daemon_queue", "tokens waiting for a verifying thread now", j.daemon_queued);
   b.counters("policyd_events_total",
              "decision events: sent to the daemon, suppressed (over the event rate), lost (ring buffer full)",
              "result", {{"sent", s.events.sent}, {"suppressed", s.events.suppressed}, {"lost", s.events.lost}});

@@ -83,6 +83,8 @@ struct Snapshot {
     Counts tokens;  // "valid" or the refusal reason -> tokens judged
     uint64_t cache_hits = 0, hmac_verified = 0, sent_to_daemon = 0, send_failed = 0;
     uint64_t daemon_received = 0, daemon_valid = 0, daemon_invalid = 0, daemon_stale = 0;
+    uint64_t daemon_dropped = 0;  // over the verify queue's bounds (the dataplane asks again)
+    uint64_t daemon_queued = 0;   // waiting for a worker now
   } jwt;
   struct Events {
     uint64_t sent = 0, suppressed = 0, lost = 0;  // decision events, the dataplane's side (ring buffer pd_log)

@@ -11,10 +11,11 @@
 #define PD_CTX_VERSION 2
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
-#define PD_ABI_VERSION 6 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
+#define PD_ABI_VERSION 7 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
 			  * 4: judged-head digests and TCP timestamps in pd_flow, quic in pd_listener;
 			  * 5: the server's side (pd_egress) and earlier judged heads in pd_flow;
-			  * 6: handshakes in pd_syn until they complete, upgrades in pd_flow */
+			  * 6: handshakes in pd_syn until they complete, upgrades in pd_flow;
+			  * 7: the client's address in pd_event_jwt */
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {
@@ -468,6 +469,9 @@ struct pd_event_jwt {
 	__u32 token_len;
 	struct pd_jwt_cache_key key; /* where the daemon writes its answer */
 	__u64 tail;
+	__u32 saddr[4];     /* the client's address (IPv4: saddr[0]): the daemon queues by it */
+	__u8 family;        /* 4 or 6 */
+	__u8 pad[7];
 	__u8 token[PD_JWT_MAX];
 };
 
