@@ -55,12 +55,20 @@ int pd_ratelimit(struct __sk_buff *skb)
 	__u64 now = bpf_ktime_get_ns();
 	struct pd_rl_bucket *b = bpf_map_lookup_elem(&pd_rl_buckets, &key);
 	if (!b) {
-		struct pd_rl_bucket fresh = { .credit = lim->cap, .last_ns = now }; /* a new bucket is full */
-		long err = bpf_map_update_elem(&pd_rl_buckets, &key, &fresh, BPF_NOEXIST);
-		b = bpf_map_lookup_elem(&pd_rl_buckets, &key); /* ours, or another CPU's just now */
-		if (!b && err) {
-			/* the table is full: this key shares its limit's bucket */
+		/* a new bucket, while the limit is within its share of the table */
+		__u64 *held = bpf_map_lookup_elem(&pd_rl_counts, &lim->id);
+		if (!lim->max_buckets || (held && *held < lim->max_buckets)) {
+			struct pd_rl_bucket fresh = { .credit = lim->cap, .last_ns = now }; /* a new bucket is full */
+			if (bpf_map_update_elem(&pd_rl_buckets, &key, &fresh, BPF_NOEXIST) == 0 && held)
+				__sync_fetch_and_add(held, 1);
+			b = bpf_map_lookup_elem(&pd_rl_buckets, &key); /* ours, or another CPU's just now */
+		}
+		if (!b) {
+			/* past the share, or the table is full: one of the limit's shared buckets, the
+			 * same one for the same key */
 			struct pd_rl_bucket_key shared = { .id = lim->id, .kind = PD_RLK_SHARED };
+			__u64 mix = (key.k[0] ^ (key.k[1] << 17) ^ key.k[1]) * 0x9E3779B97F4A7C15ULL;
+			shared.k[0] = (mix >> 60) & (PD_RL_SPREAD - 1);
 			b = bpf_map_lookup_elem(&pd_rl_buckets, &shared);
 			pd_count(PD_C_RL_SHARED);
 		}

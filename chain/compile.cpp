@@ -385,7 +385,7 @@ Status RateLimitStage::compile(const config::Policy& policy, uint32_t, uint64_t,
     l.action = rl.action == config::LimitAction::Drop ? PD_ACT_DROP : PD_ACT_REJECT;
     t.limits.push_back(l);
   }
-  return Ok{};
+  return Ok{};  // max_buckets: the dataplane's, from the size of its bucket table
 }
 
 std::string RateLimitStage::diff(const Tables& a, const Tables& b) const {

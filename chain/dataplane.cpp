@@ -245,10 +245,11 @@ constexpr const char* kSharedMaps[] = {"pd_progs",   "pd_chain",         "pd_gen
                                        "pd_syn",
                                        "pd_accum",   "pd_hosts",         "pd_routes",     "pd_scratch",   "pd_stats",
                                        "pd_rule_hits", "pd_jwt_providers", "pd_jwt_claims", "pd_jwt_cache", "pd_runtime",
-                                       "pd_events", "pd_rl_limits", "pd_rl_buckets", "pd_rl_hits",
+                                       "pd_events", "pd_rl_limits", "pd_rl_buckets", "pd_rl_counts", "pd_rl_hits",
                                        "pd_log",    "pd_log_budget"};
 // What survives a change of build with the same ABI: connections and their counters.
-constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_syn", "pd_accum", "pd_stats", "pd_rl_buckets"};
+constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_syn", "pd_accum", "pd_stats", "pd_rl_buckets",
+                                             "pd_rl_counts"};
 
 std::shared_ptr<spdlog::logger> chain_log() { return spdlog::get("chain"); }
 
@@ -342,6 +343,8 @@ size_t Dataplane::sweep_buckets(const std::vector<pd_rl_limit>& limits) {
     if (l.cost) fill[l.id] = l.fill_ns;
   const uint64_t now = monotonic_ns();
   std::vector<pd_rl_bucket_key> doomed;
+  std::map<uint64_t, uint64_t> held;  // limit id -> its buckets that stay
+  for (const auto& [id, f] : fill) held[id] = 0;
   pd_rl_bucket_key key{}, next{};
   pd_rl_bucket_key* cur = nullptr;
   while (bpf_map_get_next_key(fd, cur, &next) == 0) {
@@ -355,9 +358,25 @@ size_t Dataplane::sweep_buckets(const std::vector<pd_rl_limit>& limits) {
       continue;
     }
     // idle long enough to be full again: forgetting it changes nothing (a new one starts full)
-    if (key.kind != PD_RLK_SHARED && now > b.last_ns && now - b.last_ns >= it->second) doomed.push_back(key);
+    if (key.kind == PD_RLK_SHARED) continue;
+    if (now > b.last_ns && now - b.last_ns >= it->second)
+      doomed.push_back(key);
+    else
+      ++held[key.id];
   }
   for (const auto& k : doomed) bpf_map_delete_elem(fd, &k);
+  // each limit's count of buckets, as it is now (the stage only ever adds to it)
+  int counts = map_fd("pd_rl_counts");
+  std::vector<uint64_t> gone;
+  uint64_t id = 0, next_id = 0;
+  const uint64_t* at = nullptr;
+  while (bpf_map_get_next_key(counts, at, &next_id) == 0) {
+    id = next_id;
+    at = &id;
+    if (!held.count(id)) gone.push_back(id);
+  }
+  for (auto g : gone) bpf_map_delete_elem(counts, &g);
+  for (const auto& [lid, n] : held) bpf_map_update_elem(counts, &lid, &n, BPF_EXIST);
   return doomed.size();
 }
 
@@ -782,21 +801,40 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   {
     int limits = map_fd("pd_rl_limits");
     int buckets = map_fd("pd_rl_buckets");
+    int counts = map_fd("pd_rl_counts");
+    // each limit's share of the bucket table: its size (limits.max_flows when it was made),
+    // less the shared buckets, in equal parts
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(buckets, &info, &len) != 0)
+      return make_error(fmt::format("reading the bucket table: {}", errstr(errno)));
+    const uint64_t shared = t.limits.size() * uint64_t{PD_RL_SPREAD};
+    const uint64_t share = t.limits.empty() || info.max_entries <= shared
+                               ? 1
+                               : std::max<uint64_t>((info.max_entries - shared) / t.limits.size(), 1);
     for (uint32_t i = 0; i < PD_RL_LIMITS; ++i) {
       uint32_t key = gen * PD_RL_LIMITS + i;
       pd_rl_limit l = i < t.limits.size() ? t.limits[i] : pd_rl_limit{};
+      if (l.cost) l.max_buckets = static_cast<uint32_t>(std::min<uint64_t>(share, UINT32_MAX));
       if (bpf_map_update_elem(limits, &key, &l, BPF_ANY) != 0)
         return make_error(fmt::format("writing rate limit table: {}", errstr(errno)));
       if (!l.cost) continue;
-      // the shared bucket for keys that find the bucket table full: made now, while there is room
-      pd_rl_bucket_key bk{};
-      bk.id = l.id;
-      bk.kind = PD_RLK_SHARED;
-      pd_rl_bucket b{};
-      b.credit = l.cap;
-      b.last_ns = monotonic_ns();
-      if (bpf_map_update_elem(buckets, &bk, &b, BPF_NOEXIST) != 0 && errno != EEXIST)
-        return make_error(fmt::format("creating the shared bucket of a rate limit: {}", errstr(errno)));
+      // the shared buckets for keys past the limit's share or the table's size: made now,
+      // while there is room
+      for (uint64_t slot = 0; slot < PD_RL_SPREAD; ++slot) {
+        pd_rl_bucket_key bk{};
+        bk.id = l.id;
+        bk.kind = PD_RLK_SHARED;
+        bk.k[0] = slot;
+        pd_rl_bucket b{};
+        b.credit = l.cap;
+        b.last_ns = monotonic_ns();
+        if (bpf_map_update_elem(buckets, &bk, &b, BPF_NOEXIST) != 0 && errno != EEXIST)
+          return make_error(fmt::format("creating the shared buckets of a rate limit: {}", errstr(errno)));
+      }
+      uint64_t none = 0;  // its count of buckets (kept if the limit carries over)
+      if (bpf_map_update_elem(counts, &l.id, &none, BPF_NOEXIST) != 0 && errno != EEXIST)
+        return make_error(fmt::format("creating the bucket count of a rate limit: {}", errstr(errno)));
     }
   }
   for (uint32_t s = 0; s < PD_STAGE_MAX; ++s) {

@@ -208,7 +208,7 @@ std::vector<Family> families(const Snapshot& s) {
     }
   }
   b.counter("policyd_ratelimit_shared_bucket_total",
-            "requests that drew from their limit's shared bucket (the bucket table was full)", rl.shared_bucket);
+            "requests that drew from one of their limit's shared buckets (its share of the bucket table was full)", rl.shared_bucket);
   const auto& j = s.jwt;
   b.counters("policyd_jwt_tokens_total", "JWTs judged: valid, or the reason they were refused", "result", j.tokens);
   b.counter("policyd_jwt_cache_hits_total", "JWT verdicts taken from the verified-token cache", j.cache_hits);

@@ -526,7 +526,7 @@ enum pd_rl_key {
 	PD_RLK_HOST = 3,
 	PD_RLK_ROUTE = 4,
 	PD_RLK_GLOBAL = 5,
-	PD_RLK_SHARED = 15,   /* the limit's bucket for keys that found the bucket table full */
+	PD_RLK_SHARED = 15,   /* the limit's buckets for keys past its share or the table's size */
 };
 
 struct pd_rl_limit {
@@ -537,8 +537,15 @@ struct pd_rl_limit {
 	__u64 fill_ns;  /* ceil(cap / add): a bucket idle this long is full (and may be forgotten) */
 	__u8 key;       /* pd_rl_key */
 	__u8 action;    /* PD_ACT_REJECT (429) or PD_ACT_DROP */
-	__u8 pad[6];
+	__u16 pad;
+	/* keys of this limit that may hold a bucket of their own (its share of the bucket table,
+	 * counted in pd_rl_counts); 0: no bound. A key past it, or one that finds the table full,
+	 * draws from one of the limit's PD_RL_SPREAD shared buckets, chosen by the key: a flood of
+	 * new keys in one limit never takes another limit's room, nor moves every newcomer of its
+	 * own limit onto a single bucket. */
+	__u32 max_buckets;
 };
+#define PD_RL_SPREAD 16 /* shared buckets per limit (PD_RLK_SHARED, k[0] = 0..15) */
 
 struct pd_rl_bucket_key {
 	__u64 id;       /* pd_rl_limit.id */

@@ -168,6 +168,15 @@ struct {
 	__type(value, struct pd_rl_bucket);
 } pd_rl_buckets SEC(".maps");
 
+/* Buckets each limit holds (key: pd_rl_limit.id): the stage adds one per bucket it makes, the
+ * daemon writes the true count back when it forgets idle buckets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PD_GENERATIONS * PD_RL_LIMITS);
+	__type(key, __u64);
+	__type(value, __u64);
+} pd_rl_counts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, PD_GENERATIONS * PD_RL_LIMITS * 2);

@@ -61,6 +61,19 @@ Outcome request(Fixture& fx, const std::string& path, const std::string& src = "
   return c.send(get(path));
 }
 
+// The buckets of one kind in the bucket table.
+int count_buckets(chain::Dataplane& dp, uint32_t kind) {
+  int fd = dp.map_fd("pd_rl_buckets"), n = 0;
+  pd_rl_bucket_key key{}, next{};
+  pd_rl_bucket_key* cur = nullptr;
+  while (bpf_map_get_next_key(fd, cur, &next) == 0) {
+    key = next;
+    cur = &key;
+    n += key.kind == kind;
+  }
+  return n;
+}
+
 int admitted(Fixture& fx, const std::string& path, int n, const std::string& src = "", int family = 4) {
   int ok = 0;
   for (int i = 0; i < n; ++i) {
@@ -179,18 +192,8 @@ hosts:
 )");
   Fixture fx(yaml);
   auto& dp = fx.dp();
-  auto count_buckets = [&](uint32_t kind) {
-    int fd = dp.map_fd("pd_rl_buckets"), n = 0;
-    pd_rl_bucket_key key{}, next{};
-    pd_rl_bucket_key* cur = nullptr;
-    while (bpf_map_get_next_key(fd, cur, &next) == 0) {
-      key = next;
-      cur = &key;
-      n += key.kind == kind;
-    }
-    return n;
-  };
-  CHECK(count_buckets(PD_RLK_SHARED) == 2);  // made at apply
+  auto count_buckets = [&](uint32_t kind) { return ::count_buckets(dp, kind); };
+  CHECK(count_buckets(PD_RLK_SHARED) == 2 * PD_RL_SPREAD);  // made at apply
   CHECK(admitted(fx, "/fast/a", 1) == 1);
   CHECK(admitted(fx, "/slow/a", 1) == 1);
   CHECK(count_buckets(PD_RLK_CLIENT_IP) == 2);
@@ -199,6 +202,54 @@ hosts:
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // "fast" refills in 2 ms; "slow" in 2 h
   CHECK(dp.sweep_buckets(tables->limits) == 1);
   CHECK(count_buckets(PD_RLK_CLIENT_IP) == 1);
-  CHECK(count_buckets(PD_RLK_SHARED) == 2);
+  CHECK(count_buckets(PD_RLK_SHARED) == 2 * PD_RL_SPREAD);
   CHECK(admitted(fx, "/slow/b", 2) == 1);  // the busy one kept its state
+}
+
+// Issue 17: a `host` key on a wildcard host lets a client make as many keys as it likes. They
+// fill that limit's share of the bucket table, then spread over its shared buckets; another
+// limit's new clients still get buckets of their own. (The fixture's table: 4096 buckets.)
+TEST_CASE("a flood of new keys in one limit takes neither another limit's room nor one bucket for all", "[ratelimit]") {
+  const std::string yaml = policy_with(R"(chain: [host, path, ratelimit]
+default_action: deny
+ratelimits:
+  per_host:
+    key: host
+    rate: 1/h
+    burst: 1
+  per_client:
+    key: client_ip
+    rate: 1/h
+    burst: 2
+hosts:
+  - match: "*.example.com"
+    routes:
+      - path: { prefix: "/h/" }
+        ratelimit: per_host
+        action: allow
+      - path: { prefix: "/c/" }
+        ratelimit: per_client
+        action: allow
+)");
+  Fixture fx(yaml);
+  const int share = (4096 - 2 * PD_RL_SPREAD) / 2;
+  int flood_admitted = 0;
+  for (int i = 0; i < 4200; ++i) {  // more keys than the whole table holds
+    Conn c(fx);
+    c.syn();
+    std::string host = "f";
+    host += std::to_string(i);
+    host += ".example.com";
+    if (c.send("GET /h/x HTTP/1.1\r\nHost: " + host + "\r\n\r\n").passed_unchanged()) ++flood_admitted;
+  }
+  CHECK(count_buckets(fx.dp(), PD_RLK_HOST) == share);
+  // one request each for the keys that got a bucket, one per shared bucket for the rest
+  CHECK(flood_admitted > share);
+  CHECK(flood_admitted <= share + PD_RL_SPREAD);
+  // new clients of the other limit: a bucket each, a burst each
+  for (const char* src : {"203.0.113.1", "203.0.113.2", "203.0.113.3"}) {
+    INFO(src);
+    CHECK(admitted(fx, "/c/x", 3, src) == 2);
+  }
+  CHECK(count_buckets(fx.dp(), PD_RLK_CLIENT_IP) == 3);
 }

@@ -30,6 +30,15 @@ std::string mac_of(const Topology& topo, Role role, const std::string& dev) {
   return json::parse(r.out).at(0).at("address").get<std::string>();
 }
 
+// The start of the flood tests' policies: one HTTP listener on the client side.
+constexpr std::string_view kHttpHead = R"(version: 1
+interfaces: ["gw-c"]
+listeners:
+  - name: web
+    port: 80
+    protocol: http
+)";
+
 // How long the daemon takes to answer `status` on its control socket, in ms (the request
 // policyctl sends, without policyctl's own start); -1 if it did not answer within 5 s.
 long status_answer_ms(const Daemon& d) {
@@ -125,13 +134,7 @@ TEST_CASE("a flood of forged tokens leaves the daemon responsive and other clien
     REQUIRE(r.exit_code == 0);
     tokens.push_back(r.out.substr(0, r.out.find_last_not_of("\n") + 1));
   }
-  Env env(cat(R"(version: 1
-interfaces: ["gw-c"]
-listeners:
-  - name: web
-    port: 80
-    protocol: http
-chain: [host, path, jwt]
+  Env env(cat(kHttpHead, R"(chain: [host, path, jwt]
 default_action: deny
 jwt_providers:
   main:
@@ -195,4 +198,58 @@ hosts:
   const auto& d1 = mid["jwt"]["daemon"];
   CHECK(d1["dropped"].get<uint64_t>() > d0["dropped"].get<uint64_t>());
   CHECK(d1["received"].get<uint64_t>() > d0["received"].get<uint64_t>() + 1000);
+}
+
+// New keys in bulk (issue 17): a `host` key on a wildcard host lets a client make a new key with
+// every request. 1 200 of them against a bucket table of 1024 (`max_flows`): they fill their
+// limit's share and spread over its shared buckets; new clients of another limit each get a
+// bucket and a burst of their own (with one table for all, they shared one bucket).
+TEST_CASE("a flood of new rate-limit keys leaves other limits' new clients their own buckets", "[flood][ratelimit]") {
+  Env env(cat(kHttpHead, R"(chain: [host, path, ratelimit]
+default_action: deny
+limits:
+  max_flows: )",
+              kMaxFlows, R"(
+ratelimits:
+  per_host:
+    key: host
+    rate: 1/h
+    burst: 1
+  per_client:
+    key: client_ip
+    rate: 1/h
+    burst: 2
+hosts:
+  - match: "*.example.com"
+    routes:
+      - path: { prefix: "/h/" }
+        ratelimit: per_host
+        action: allow
+      - path: { prefix: "/c/" }
+        ratelimit: per_client
+        action: allow
+)"));
+  const auto flood = env.topo.exec(Role::client,
+                                   {"/usr/bin/python3", cat(source_dir(), "/tests/e2e/keyflood.py"), "--dst",
+                                    std::string(kServerV4), "--path", "/h/x", "--count", "1200"},
+                                   120s);
+  INFO(flood.out << flood.err);
+  REQUIRE(flood.exit_code == 0);
+  const auto got = json::parse(flood.out);
+  const int share = (kMaxFlows - 2 * 16) / 2;  // the table less 16 shared buckets a limit, halved
+  const auto statuses = got["statuses"];
+  CHECK(statuses.value("200", 0) > share);
+  CHECK(statuses.value("200", 0) <= share + 16);
+  CHECK(statuses.value("429", 0) >= 1200 - share - 16);
+  const auto stats = ctl_json(env.daemon, "stats");
+  INFO(stats["ratelimit"].dump());
+  CHECK(stats["ratelimit"]["shared_bucket"].get<uint64_t>() >= 1200 - share);
+  for (const char* addr : {"198.51.100.11", "198.51.100.12", "198.51.100.13"}) {
+    INFO(addr);
+    REQUIRE(env.topo.exec(Role::client, {"ip", "addr", "add", cat(addr, "/24"), "dev", "eth0"}).exit_code == 0);
+    std::vector<int> codes;
+    for (int i = 0; i < 3; ++i)
+      codes.push_back(curl(env.topo, "http://app.example.com/c/x", {"--interface", addr}).http_code);
+    CHECK(codes == std::vector<int>{200, 200, 429});
+  }
 }
