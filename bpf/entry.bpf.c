@@ -551,6 +551,15 @@ PD_INLINE struct pd_flow *pd_flow_from_syn(struct pd_flow_key *key, struct pd_sy
 	f->gen = e->gen;
 	f->listener = e->listener;
 	f->client_if = e->client_if;
+	if (e->synack) {
+		/* the server's side, from its SYN-ACK (pd_egress) */
+		f->srv_wscale = e->srv_wscale;
+		f->srv_data = e->srv_isn + 1;
+		f->srv_nxt = e->srv_isn + 1;
+		f->srv_ack = e->isn + 1;
+		f->srv_edge = e->isn + 1 + e->srv_win;
+		f->srv = PD_SRV_SEEN;
+	}
 	return f;
 }
 
@@ -700,14 +709,18 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		return TC_ACT_SHOT;
 	}
 	if (e) {
-		/* The handshake's ACK (or data after it) of a connection whose SYN-ACK the egress
-		 * program did not see leave (it would have completed the handshake there): complete
-		 * it here, unless the server answered the SYN otherwise (a challenge ACK on a
-		 * 4-tuple it has a connection on: its old stream must not pass as new). A segment
-		 * after the first (the ACK lost on the way) starts the flow too: it is then out of
-		 * order, dropped, and TCP sends the bytes before it. */
+		/* The handshake's ACK (or data after it) completes it, unless the server answered
+		 * the SYN otherwise (a challenge ACK on a 4-tuple it has a connection on: its old
+		 * stream must not pass as new). When the server's SYN-ACK was seen leave, the ACK
+		 * must acknowledge it (its sequence number + 1): only a client that received it
+		 * knows that number, so a spoofed source never gets a flow entry, whether or not
+		 * the server answers its SYN. A segment after the first (the ACK lost on the way)
+		 * starts the flow too: it is then out of order, dropped, and TCP sends the bytes
+		 * before it (HTTP and TLS servers send nothing before the client's first bytes, so
+		 * its acknowledgment is still the SYN-ACK's). */
 		__u32 ahead = p.seq - e->isn;
-		if (!e->refused && ahead >= 1 && ahead < (1u << 30)) {
+		int acked = !e->synack || p.ack == e->srv_isn + 1;
+		if (!e->refused && acked && ahead >= 1 && ahead < (1u << 30)) {
 			__u32 z = 0;
 			struct pd_ctx *hc = bpf_map_lookup_elem(&pd_scratch, &z);
 			if (!hc)
@@ -962,15 +975,6 @@ struct {
 	__type(value, struct pd_opt_walk);
 } pd_egress_work SEC(".maps");
 
-/* a zeroed pd_flow for a handshake completed here (not pd_scratch: this program may run
- * nested in an ingress one on the same CPU, when a reply is sent out of this interface) */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct pd_flow);
-} pd_egress_flow SEC(".maps");
-
 SEC("tc")
 int pd_egress(struct __sk_buff *skb)
 {
@@ -1007,16 +1011,19 @@ int pd_egress(struct __sk_buff *skb)
 			e->refused = 1;
 			return TC_ACT_OK;
 		}
-		/* the server takes the SYN: the connection starts here */
+		/* The server takes the SYN. The connection starts when the client acknowledges
+		 * this SYN-ACK (the entry program): a spoofed source never does. */
 		__u32 z = 0;
-		struct pd_flow *zero = bpf_map_lookup_elem(&pd_egress_flow, &z);
-		if (!zero)
+		struct pd_opt_walk *w = bpf_map_lookup_elem(&pd_egress_work, &z);
+		if (!w)
 			return TC_ACT_OK;
-		f = pd_flow_from_syn(&k, e, zero);
-		if (!f)
-			return TC_ACT_OK; /* no room: the client's data gets the fail mode (no_flow_state) */
-		bpf_map_delete_elem(&pd_syn, &k);
-		pd_count(PD_C_FLOWS_NEW);
+		__u64 o = pd_tcp_options_in(skb, w, p.l4_off, p.payload_off);
+		__u8 ws = ((o & PD_OPT_WS) && !(o & PD_OPT_BAD)) ? PD_OPT_WS_SHIFT(o) : 0;
+		e->srv_wscale = ws > 14 ? 14 : ws; /* RFC 7323 2.3 */
+		e->srv_isn = p.seq;
+		e->srv_win = p.win;
+		e->synack = 1;
+		return TC_ACT_OK;
 	}
 	if ((p.tcp_flags & PD_TCP_RST) || !(p.tcp_flags & PD_TCP_ACK))
 		return TC_ACT_OK;

@@ -15,7 +15,7 @@ static_assert(sizeof(pd_listener) == 24);
 static_assert(sizeof(pd_config) == 24);
 static_assert(sizeof(pd_flow_key) == 40);
 static_assert(sizeof(pd_flow) == 160);
-static_assert(sizeof(pd_syn) == 20);
+static_assert(sizeof(pd_syn) == 28);
 static_assert(static_cast<int>(PD_C_EGRESS_CLIENT_SIDE) < static_cast<int>(PD_C_MAX));
 static_assert(static_cast<int>(PD_C_IGNORED_BASE) + static_cast<int>(PD_IG_MAX) <= static_cast<int>(PD_C_MAX));
 static_assert(PD_R_URGENT < PD_R_MAX);

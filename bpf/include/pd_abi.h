@@ -15,7 +15,8 @@
 			  * 4: judged-head digests and TCP timestamps in pd_flow, quic in pd_listener;
 			  * 5: the server's side (pd_egress) and earlier judged heads in pd_flow;
 			  * 6: handshakes in pd_syn until they complete, upgrades in pd_flow;
-			  * 7: the client's address in pd_event_jwt */
+			  * 7: the client's address in pd_event_jwt; the server's SYN-ACK in pd_syn;
+			  *    pd_rl_counts and pd_rl_limit.max_buckets */
 
 /* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
 enum pd_stage {
@@ -318,7 +319,9 @@ enum pd_upgrade {
 
 /* A handshake in progress (LRU_HASH pd_syn, keyed like pd_flows): a SYN creates one, and
  * only a completed handshake moves it into pd_flows, so SYNs (spoofed ones above all) never
- * push established connections out of the flow table. */
+ * push established connections out of the flow table. Completed means the client's ACK of
+ * the server's SYN-ACK: a spoofed source never sees the SYN-ACK (the server sends it to the
+ * real owner of the address), so it cannot acknowledge it, however the server answers. */
 struct pd_syn {
 	__u32 isn;          /* the client's initial sequence number */
 	__u32 tsval;        /* its SYN's TSval, if has_ts */
@@ -327,8 +330,12 @@ struct pd_syn {
 	__u8 gen;
 	__u8 has_ts;
 	__u8 refused;       /* the server answered this 4-tuple with no SYN-ACK for this SYN */
-	__u8 pad[2];
+	__u8 synack;        /* the server's SYN-ACK for it was seen leave (pd_egress): srv_* hold */
+	__u8 srv_wscale;    /* its window scale */
 	__u32 client_if;    /* the interface the SYN arrived on (pd_flow.client_if) */
+	__u32 srv_isn;      /* its sequence number: the client's ACK must acknowledge srv_isn + 1 */
+	__u16 srv_win;      /* its window (never scaled) */
+	__u16 pad;
 };
 
 /* What the accumulation entry holds of a flow's last judged head. */

@@ -435,6 +435,7 @@ TEST_CASE("data acknowledging what the server has not sent is dropped unjudged",
   Conn conn(fx);
   REQUIRE(conn.syn().passed_unchanged());
   REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+  REQUIRE(conn.send("").passed_unchanged());  // the client's ACK completes the handshake
   Packet ahead = conn.at(0, kAllowed);
   ahead.ack = conn.server_next() + 1000;
   auto o = fx.run(ahead);
@@ -549,6 +550,7 @@ TEST_CASE("a SYN on an open connection's 4-tuple changes nothing until the serve
     Conn conn(fx, 4, port);
     REQUIRE(conn.syn().passed_unchanged());
     REQUIRE(conn.syn_ack(7, 65535).passed_unchanged());
+    REQUIRE(conn.send("").passed_unchanged());  // the client's ACK completes the handshake
     if (with_head) REQUIRE(conn.send(kAllowed).passed_unchanged());
     return conn;
   };
@@ -632,7 +634,8 @@ TEST_CASE("data on the SYN (TCP Fast Open) is cut off, and judged when the clien
 }
 
 TEST_CASE("SYNs never push established connections out of the flow table", "[evasion][flows]") {
-  // the fixture's flow table holds 4096 connections: ten times as many SYNs from other sources
+  // the fixture's flow table holds 4096 connections: ten times as many SYNs from other sources,
+  // half of them answered by the server
   Fixture fx(kPolicy);
   Conn live(fx);
   REQUIRE(live.syn().passed_unchanged());
@@ -641,7 +644,7 @@ TEST_CASE("SYNs never push established connections out of the flow table", "[eva
   Conn live2(fx, 6);  // one whose SYN-ACK was not seen: completed by its ACK
   REQUIRE(live2.syn().passed_unchanged());
   REQUIRE(live2.send(kAllowed).passed_unchanged());
-  uint64_t syns = 0;
+  uint64_t syns = 0, created = 0;
   for (uint32_t i = 0; i < 40960; ++i) {
     Packet s;
     s.flags = kSyn;
@@ -650,8 +653,20 @@ TEST_CASE("SYNs never push established connections out of the flow table", "[eva
     s.src = "10." + std::to_string(i >> 16 & 255) + "." + std::to_string(i >> 8 & 255) + "." + std::to_string(i & 255);
     s.sport = static_cast<uint16_t>(1024 + i % 60000);
     syns += fx.run(s).counter(PD_C_SYN_NEW);
+    if (i % 2 == 0) {
+      // the server answers it (as it does, with SYN cookies, under a flood): the SYN-ACK goes to
+      // the spoofed address, whose owner never acknowledges it
+      Packet sa = s;
+      std::swap(sa.src, sa.dst);
+      std::swap(sa.sport, sa.dport);
+      sa.flags = kSyn | kAck;
+      sa.seq = 0x50000000u + i;
+      sa.ack = s.seq + 1;
+      created += fx.run_egress(sa).counter(PD_C_FLOWS_NEW);
+    }
   }
   CHECK(syns == 40960);
+  CHECK(created == 0);
   auto use = fx.dp().flow_use();
   REQUIRE(use);
   CHECK(use->entries == 2);  // the two connections, nothing else
@@ -660,6 +675,35 @@ TEST_CASE("SYNs never push established connections out of the flow table", "[eva
     CHECK(c->send(kAllowed).passed_unchanged());
     CHECK(c->send(kRefused).refused());
   }
+}
+
+TEST_CASE("a handshake is complete when the client acknowledges the server's SYN-ACK, not before", "[evasion][flows][server]") {
+  Fixture fx(kPolicy);
+  Conn c(fx);
+  REQUIRE(c.syn().passed_unchanged());
+  CHECK(c.syn_ack(7, 512).counter(PD_C_FLOWS_NEW) == 0);
+  // an ACK that does not acknowledge the SYN-ACK (a blind guess at the server's ISN): no flow;
+  // its data meets the fail mode
+  Packet guess = c.at(0, "");
+  guess.flags = kAck;
+  guess.ack = c.server_next() + 12345;
+  CHECK(fx.run(guess).counter(PD_C_FLOWS_NEW) == 0);
+  Packet data = c.at(0, kAllowed);
+  data.ack = c.server_next() + 12345;
+  auto d = fx.run(data);
+  CHECK(d.reason(PD_R_NO_FLOW) == 1);
+  CHECK(d.counter(PD_C_REQUESTS) == 0);
+  // the real ACK: the connection starts, with the server's side the SYN-ACK told
+  Packet ack = c.at(0, "");
+  ack.flags = kAck;
+  CHECK(fx.run(ack).counter(PD_C_FLOWS_NEW) == 1);
+  CHECK(c.send(kAllowed).passed_unchanged());
+  // the SYN-ACK's window (512, never scaled) was taken: data past its edge is dropped unjudged
+  Packet far = c.at(600, kAllowed);
+  auto o = fx.run(far);
+  CHECK(o.dropped());
+  CHECK(ignored(o, PD_IG_WINDOW) == 1);
+  CHECK(c.send(kRefused).refused());
 }
 
 TEST_CASE("a SYN on an evicted connection's 4-tuple answered by a challenge ACK does not start a flow",
