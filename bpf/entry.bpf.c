@@ -849,7 +849,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	if (f->accumulating) {
 		struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p.key);
 		if (!acc) {
-			f->accumulating = 0;
+			pd_accum_end(f, &p.key);
 			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
 		}
 		__u32 have_end = acc->start_seq + acc->len;
@@ -872,7 +872,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
 		if (pd_compare(skb, ctx, p.payload_off + skip, acc->buf, held_pos, overlap)) {
 			bpf_map_delete_elem(&pd_accum, &p.key);
-			f->accumulating = 0;
+			pd_accum_end(f, &p.key);
 			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
 		}
 		if (!pd_seq_before(have_end, seg_end))
@@ -881,7 +881,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		__u32 add = p.payload_len - skip - overlap;
 		if (old_len >= max_head) {
 			bpf_map_delete_elem(&pd_accum, &p.key);
-			f->accumulating = 0;
+			pd_accum_end(f, &p.key);
 			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
 		}
 		if (add > max_head - old_len)
@@ -893,13 +893,13 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		int end = pd_head_end(ctx, acc->buf, from, acc->len);
 		if (end < 0) {
 			bpf_map_delete_elem(&pd_accum, &p.key);
-			f->accumulating = 0;
+			pd_accum_end(f, &p.key);
 			return pd_early_fail(skb, ctx, (__u8)-end);
 		}
 		if (!end) {
 			if (acc->len >= max_head) {
 				bpf_map_delete_elem(&pd_accum, &p.key);
-				f->accumulating = 0;
+				pd_accum_end(f, &p.key);
 				return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
 			}
 			PD_COUNT(PD_C_HEAD_PARTIAL);
@@ -909,7 +909,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
 		/* the entry stays: if the head is allowed it holds the judged bytes, against
 		 * which a partial retransmission is compared */
-		f->accumulating = 0;
+		pd_accum_end(f, &p.key);
 		ctx->head_held = PD_HELD_ALL;
 		/* offset of the head's first byte relative to this segment (negative: earlier) */
 		ctx->head_off = ctx->head.start_seq - p.seq;
@@ -938,8 +938,13 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	if (!end) {
 		if (take >= max_head)
 			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		if (bpf_map_update_elem(&pd_accum, &p.key, &ctx->head, BPF_ANY) < 0)
+		/* a client's share of the table of partial heads (slow heads, held open) */
+		if (!pd_partial_hold(&p.key, cfg->partial_per_client))
+			return pd_early_fail(skb, ctx, PD_R_PARTIAL_HEADS);
+		if (bpf_map_update_elem(&pd_accum, &p.key, &ctx->head, BPF_ANY) < 0) {
+			pd_partial_release(&p.key);
 			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
+		}
 		f->accumulating = 1;
 		f->held = 0; /* the entry no longer holds the last judged head */
 		PD_COUNT(PD_C_HEAD_PARTIAL);

@@ -232,9 +232,11 @@ int pd_verdict(struct __sk_buff *skb)
 		 * held again, so the resent segment completes the same head. */
 		if (f && ctx->head_len && pd_seq_before(ctx->head.start_seq, ctx->seq)) {
 			ctx->head.len = ctx->seq - ctx->head.start_seq;
-			if (ctx->head.len <= PD_HEAD_MAX &&
-			    bpf_map_update_elem(&pd_accum, &ctx->key, &ctx->head, BPF_ANY) == 0)
+			if (!f->accumulating && ctx->head.len <= PD_HEAD_MAX &&
+			    bpf_map_update_elem(&pd_accum, &ctx->key, &ctx->head, BPF_ANY) == 0) {
+				pd_partial_hold(&ctx->key, 0); /* held again, whatever the client's share */
 				f->accumulating = 1;
+			}
 		}
 		return TC_ACT_SHOT;
 	}

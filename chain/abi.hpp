@@ -12,7 +12,7 @@ namespace policyd::abi {
 
 static_assert(sizeof(pd_listener_key) == 8);
 static_assert(sizeof(pd_listener) == 24);
-static_assert(sizeof(pd_config) == 24);
+static_assert(sizeof(pd_config) == 32);
 static_assert(sizeof(pd_flow_key) == 40);
 static_assert(sizeof(pd_flow) == 160);
 static_assert(sizeof(pd_syn) == 28);

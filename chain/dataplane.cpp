@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <tuple>
 #include <atomic>
 #include <cstdarg>
 #include <cstring>
@@ -243,13 +244,13 @@ const char* stage_pin_name(uint32_t stage) {
 constexpr const char* kBssPin = "entry_bss";
 constexpr const char* kSharedMaps[] = {"pd_progs",   "pd_chain",         "pd_gen_tags",   "pd_listeners", "pd_flows",
                                        "pd_syn",
-                                       "pd_accum",   "pd_hosts",         "pd_routes",     "pd_scratch",   "pd_stats",
+                                       "pd_accum",   "pd_accum_src", "pd_hosts",         "pd_routes",     "pd_scratch",   "pd_stats",
                                        "pd_rule_hits", "pd_jwt_providers", "pd_jwt_claims", "pd_jwt_cache", "pd_runtime",
                                        "pd_events", "pd_rl_limits", "pd_rl_buckets", "pd_rl_counts", "pd_rl_hits",
                                        "pd_log",    "pd_log_budget"};
 // What survives a change of build with the same ABI: connections and their counters.
-constexpr const char* kKeptAcrossBuilds[] = {"pd_flows", "pd_syn", "pd_accum", "pd_stats", "pd_rl_buckets",
-                                             "pd_rl_counts"};
+constexpr const char* kKeptAcrossBuilds[] = {"pd_flows",      "pd_syn",       "pd_accum",    "pd_accum_src",
+                                             "pd_stats",      "pd_rl_buckets", "pd_rl_counts"};
 
 std::shared_ptr<spdlog::logger> chain_log() { return spdlog::get("chain"); }
 
@@ -380,6 +381,49 @@ size_t Dataplane::sweep_buckets(const std::vector<pd_rl_limit>& limits) {
   return doomed.size();
 }
 
+uint32_t Dataplane::partial_per_client() const {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(map_fd("pd_accum"), &info, &len) != 0) return 0;
+  return std::max<uint32_t>(info.max_entries / 16, 16);
+}
+
+size_t Dataplane::recount_partial_heads() {
+  int accum = map_fd("pd_accum"), flows = map_fd("pd_flows"), src = map_fd("pd_accum_src");
+  // every entry of pd_accum whose flow is still accumulating is a partial head; the rest hold
+  // judged heads (or belong to flows gone since)
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, uint64_t> held;
+  pd_flow_key key{}, next{};
+  pd_flow_key* cur = nullptr;
+  size_t partial = 0;
+  while (bpf_map_get_next_key(accum, cur, &next) == 0) {
+    key = next;
+    cur = &key;
+    pd_flow f{};
+    if (bpf_map_lookup_elem(flows, &key, &f) != 0 || !f.accumulating) continue;
+    ++held[{key.saddr[0], key.family == 6 ? key.saddr[1] : 0u, key.family}];
+    ++partial;
+  }
+  // clients' counts as they are now: those holding none are forgotten
+  std::vector<pd_src_key> gone;
+  pd_src_key s{}, snext{};
+  pd_src_key* scur = nullptr;
+  while (bpf_map_get_next_key(src, scur, &snext) == 0) {
+    s = snext;
+    scur = &s;
+    if (!held.count({s.addr[0], s.addr[1], s.family})) gone.push_back(s);
+  }
+  for (const auto& g : gone) bpf_map_delete_elem(src, &g);
+  for (const auto& [k, n] : held) {
+    pd_src_key sk{};
+    sk.addr[0] = std::get<0>(k);
+    sk.addr[1] = std::get<1>(k);
+    sk.family = std::get<2>(k);
+    bpf_map_update_elem(src, &sk, &n, BPF_ANY);
+  }
+  return partial;
+}
+
 Status Dataplane::set_event_budget(uint32_t per_second, uint32_t burst) {
   int fd = map_fd("pd_runtime");
   uint32_t zero = 0;
@@ -503,6 +547,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   if (!entry_) return make_error(fmt::format("opening the entry program: {}", errstr(errno)));
   bpf_map__set_max_entries(entry_->maps.pd_flows, opts.max_flows);
   bpf_map__set_max_entries(entry_->maps.pd_accum, opts.accum_entries);
+  bpf_map__set_max_entries(entry_->maps.pd_accum_src, opts.accum_entries);
   bpf_map__set_max_entries(entry_->maps.pd_syn, opts.max_flows);  // handshakes in progress
   bpf_map__set_max_entries(entry_->maps.pd_rl_buckets, opts.max_flows);
   for (const auto& [name, fd] : keep_maps) {
@@ -859,6 +904,7 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   cfg.max_head_bytes = t.config.max_head_bytes;
   cfg.missing_sni = t.config.missing_sni;
   cfg.quic_deny = t.config.quic_deny;
+  cfg.partial_per_client = partial_per_client();
   cfg.hash_seed = t.config.hash_seed;
   bss_->pd_tables_digest[gen] = tables_digest(t);
   return Ok{};

@@ -142,6 +142,9 @@ class Dataplane {
   // Forgets rate-limit buckets idle long enough to be full again (and those of limits that
   // are gone); returns how many. `limits`: the active generation's.
   size_t sweep_buckets(const std::vector<pd_rl_limit>& limits);
+  // Partial heads each client holds, counted again from the tables (the dataplane's own
+  // counts drift when flows go away mid-head); returns how many there are.
+  size_t recount_partial_heads();
   // Decision events (ring buffer pd_log): at most `per_second` per CPU, `burst` at once;
   // 0 sends none. Over the budget they are counted, not sent (PD_C_EV_SUPPRESSED).
   Status set_event_budget(uint32_t per_second, uint32_t burst);
@@ -156,6 +159,7 @@ class Dataplane {
   static uint64_t build_id();
 
  private:
+  uint32_t partial_per_client() const;  // a client's share of the partial-head table
   struct Bss;
   Dataplane() = default;
   Status load_fresh(const Options& opts, const std::map<std::string, int>& keep_maps);

@@ -780,6 +780,7 @@ void Daemon::maintain() {
   maintenance_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
     dp_->sweep_buckets(tables_.limits);
+    dp_->recount_partial_heads();
     maintain();
   });
 }

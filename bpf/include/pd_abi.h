@@ -78,6 +78,7 @@ enum pd_reason {
 	PD_R_URGENT = 26,            /* urgent data (URG) in bytes that are judged: the server would cut a byte out */
 	PD_R_UNCHECKED = 27,         /* a resent piece of a judged head the server may not have, which cannot be checked */
 	PD_R_IPV6_CHAIN = 28,        /* an IPv6 extension header chain longer than the entry program walks */
+	PD_R_PARTIAL_HEADS = 29,     /* a client holds its share of the partial-head table already */
 	PD_R_MAX = 32,
 };
 
@@ -208,8 +209,17 @@ struct pd_config {
 	__u32 max_head_bytes;
 	__u8 missing_sni;     /* pd_action for a ClientHello without server_name */
 	__u8 quic_deny;       /* some listener has quic_deny: UDP is looked up at all */
-	__u8 pad[2];
+	__u8 pad;
+	__u8 pad2;
+	__u32 partial_per_client; /* partial heads one client (address, IPv6 /64) may hold; 0: any */
+	__u32 pad3;
 	__u64 hash_seed;      /* seed of the host/path hashes of this generation */
+};
+
+/* A client, as the partial-head share counts it: an IPv4 address or an IPv6 /64. */
+struct pd_src_key {
+	__u32 addr[2];
+	__u32 family;
 };
 
 

@@ -46,10 +46,12 @@ PD_INLINE void pd_fail(struct pd_ctx *ctx, __u8 reason)
 }
 
 /* Evidence that the gateway is being shown other bytes than the server acts on (judged
- * bytes arriving changed, urgent data in a head): reset whatever the fail mode says. */
+ * bytes arriving changed, urgent data in a head), or a client's own excess (more partial
+ * heads held than its share: under fail_mode open it would buy itself an unjudged request):
+ * reset whatever the fail mode says. */
 PD_INLINE int pd_reason_evasion(__u8 reason)
 {
-	return reason == PD_R_INCONSISTENT || reason == PD_R_URGENT;
+	return reason == PD_R_INCONSISTENT || reason == PD_R_URGENT || reason == PD_R_PARTIAL_HEADS;
 }
 
 /* Verdict to use without running the verdict stage (no chain, missed tail call). A caller

@@ -64,6 +64,16 @@ struct {
 	__type(value, struct pd_accum);
 } pd_accum SEC(".maps");
 
+/* Partial heads each client holds in pd_accum (pd_partial_hold/release in pd_segment.h; the
+ * daemon writes the true counts back every few seconds): no one client's slow heads fill
+ * the table and push out everyone else's half-received heads. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 2048); /* set at load: as pd_accum */
+	__type(key, struct pd_src_key);
+	__type(value, __u64);
+} pd_accum_src SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

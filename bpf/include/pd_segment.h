@@ -241,6 +241,49 @@ PD_INLINE void pd_flow_start(struct pd_flow *f, __u32 isn, __u8 has_ts, __u32 ts
 	f->digest_key = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
 }
 
+/* ---- partial heads per client ------------------------------------------------------------ */
+PD_INLINE void pd_src_of(const struct pd_flow_key *k, struct pd_src_key *s)
+{
+	s->addr[0] = k->saddr[0];
+	s->addr[1] = k->family == 6 ? k->saddr[1] : 0; /* an IPv6 client: its /64 */
+	s->family = k->family;
+}
+
+/* One more partial head held for k's client: 0 if it holds `bound` already (0: no bound). */
+PD_INLINE int pd_partial_hold(const struct pd_flow_key *k, __u32 bound)
+{
+	struct pd_src_key s;
+	pd_src_of(k, &s);
+	__u64 *n = bpf_map_lookup_elem(&pd_accum_src, &s);
+	if (!n) {
+		__u64 one = 1;
+		bpf_map_update_elem(&pd_accum_src, &s, &one, BPF_NOEXIST);
+		return 1;
+	}
+	/* a count below zero (two releases racing): the daemon's recount sets it right */
+	if (bound && *n >= bound && *n < (1ULL << 62))
+		return 0;
+	__sync_fetch_and_add(n, 1);
+	return 1;
+}
+
+PD_INLINE void pd_partial_release(const struct pd_flow_key *k)
+{
+	struct pd_src_key s;
+	pd_src_of(k, &s);
+	__u64 *n = bpf_map_lookup_elem(&pd_accum_src, &s);
+	if (n && *n)
+		__sync_fetch_and_sub(n, 1);
+}
+
+/* The flow's partial head is done with (judged, refused, or gone from pd_accum). */
+PD_INLINE void pd_accum_end(struct pd_flow *f, const struct pd_flow_key *k)
+{
+	if (f->accumulating)
+		pd_partial_release(k);
+	f->accumulating = 0;
+}
+
 /* [seq, end) was judged or read, but no record of it can be kept: copies of it the server
  * does not have yet cannot be checked. Only with the server's side: without it nothing
  * tells which copies could still matter. */

@@ -767,3 +767,37 @@ TEST_CASE("chunked-body framing the server may not have is held to its bytes", "
     }
   }
 }
+
+// Issue 17: slow heads. The fixture's table of partial heads holds 64; a client's share is 16
+// (a sixteenth of the table, at least 16). One client holding half-sent heads on 100
+// connections keeps 16 of them; the others get the fail mode. Another client's head, sent in
+// two segments meanwhile, is still whole when its second segment comes.
+TEST_CASE("one client's partial heads take at most its share of the table", "[evasion][flood]") {
+  Fixture fx(kPolicy);
+  const std::string half = kAllowed.substr(0, 20);
+  Conn honest(fx);
+  honest.set_src("203.0.113.9");
+  REQUIRE(honest.syn().passed_unchanged());
+  REQUIRE(honest.send(half).passed_unchanged());
+  std::vector<Conn> slow;
+  int held = 0, refused = 0;
+  for (int i = 0; i < 100; ++i) {
+    slow.emplace_back(fx);
+    REQUIRE(slow.back().syn().passed_unchanged());
+    auto o = slow.back().send(half);
+    held += o.counter(PD_C_HEAD_PARTIAL) == 1;
+    refused += o.reason(PD_R_PARTIAL_HEADS) == 1;
+  }
+  CHECK(held == 16);
+  CHECK(refused == 84);
+  CHECK(fx.dp().recount_partial_heads() == 17);
+  // the honest client's head was not pushed out
+  auto done = honest.send(kAllowed.substr(20));
+  CHECK(done.passed_unchanged());
+  CHECK(done.counter(PD_C_REQUESTS) == 1);
+  // a slow client that finishes its head frees its place for another
+  REQUIRE(slow[0].send(kAllowed.substr(20)).passed_unchanged());
+  Conn again(fx);
+  REQUIRE(again.syn().passed_unchanged());
+  CHECK(again.send(half).counter(PD_C_HEAD_PARTIAL) == 1);
+}

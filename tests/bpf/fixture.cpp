@@ -56,7 +56,7 @@ void empty_map(int fd, size_t key_size) {
 }
 
 void empty_traffic_state(chain::Dataplane& dp) {
-  for (const char* name : {"pd_flows", "pd_syn", "pd_accum", "pd_jwt_cache", "pd_rl_buckets", "pd_rl_counts"}) {
+  for (const char* name : {"pd_flows", "pd_syn", "pd_accum", "pd_accum_src", "pd_jwt_cache", "pd_rl_buckets", "pd_rl_counts"}) {
     int fd = dp.map_fd(name);
     REQUIRE(fd >= 0);
     struct bpf_map_info info {};

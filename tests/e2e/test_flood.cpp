@@ -262,3 +262,37 @@ hosts:
     CHECK(codes == std::vector<int>{200, 200, 429});
   }
 }
+
+// Slow heads (issue 17): one client leaves half-sent heads on 6 000 connections, more than the
+// gateway's table of partial heads holds (4096). It keeps a share of the table (256); its other
+// half heads get the fail mode. Another client's head, sent in two segments two seconds apart
+// meanwhile, is still whole when its second half comes, and served.
+TEST_CASE("a slow-head flood leaves other clients' split heads whole", "[flood]") {
+  Env env(http_policy());
+  constexpr std::string_view kSlow = "198.51.100.21";  // the flood's address
+  REQUIRE(env.topo.exec(Role::client, {"ip", "addr", "add", cat(kSlow, "/24"), "dev", "eth0"}).exit_code == 0);
+  TempDir dir{"slow-heads"};
+  const std::string go_on = dir.file("second-half");
+  const std::string req = http_request("GET", "/healthz", "app.example.com");
+  RawClient honest(env.topo, kServerV4,
+                   json::array({json{{"send", req.substr(0, 20)}}, json{{"wait_file", go_on}, {"max_ms", 30000}},
+                                json{{"send", req.substr(20)}}, json{{"await", 1}}}),
+                   {"--expect", "1", "--timeout", "40"});
+  std::this_thread::sleep_for(500ms);  // its first half has passed the gateway
+  const auto before = ctl_json(env.daemon, "stats");
+  const auto flood = env.topo.exec(Role::client,
+                                   {"/usr/bin/python3", cat(source_dir(), "/tests/e2e/slowheads.py"), "--dst",
+                                    std::string(kServerV4), "--src", std::string(kSlow), "--count", "6000"},
+                                   120s);
+  INFO(flood.out << flood.err);
+  REQUIRE(flood.exit_code == 0);
+  CHECK(json::parse(flood.out)["sent"].get<int>() >= 5900);
+  std::ofstream(go_on) << "go\n";
+  auto r = honest.wait(60s);
+  INFO(r.json << r.err);
+  CHECK(r.statuses == std::vector<int>{200});
+  const auto after = ctl_json(env.daemon, "stats");
+  INFO(after["fail_mode"].dump());
+  auto partial = [](const json& j) { return j["fail_mode"].value("partial_heads_per_client", uint64_t{0}); };
+  CHECK(partial(after) >= partial(before) + 5000);
+}
