@@ -445,9 +445,14 @@ PD_INLINE __u8 normalize_host(struct pd_ctx *ctx)
 
 /* ---- chunked body framing -------------------------------------------------------------
  * Walks the framing bytes of this segment from flow->next_seq: chunk data is skipped by
- * arithmetic, size lines and trailers are read byte by byte. When the body ends the flow
- * goes back to FS_HEAD and the next head (if it starts in this segment) is judged. */
-#define PD_CHUNK_STEPS 1024
+ * arithmetic, size lines and trailers are read byte by byte, as many as the segment holds
+ * (the state lives in the flow entry, so a line may run across segments). When the body ends
+ * the flow goes back to FS_HEAD and the next head (if it starts in this segment) is judged.
+ * What nginx accepts is accepted: sizes up to 2^63 with any number of leading zeros, any
+ * bytes in extensions and trailers. Where nginx is stricter (a CR not followed by LF), the
+ * walker lets it through and nginx refuses the body; where the walker is stricter (bytes
+ * between chunk data and its CRLF, which older nginx skips), the connection is reset. */
+#define PD_CHUNK_SKIP (1u << 30) /* chunk data skipped at once: sequence numbers stay comparable */
 
 struct pd_walk {
 	struct __sk_buff *skb;
@@ -456,7 +461,6 @@ struct pd_walk {
 	__u32 end;     /* skb offset after the payload */
 	__u8 bad;
 	__u8 done;     /* body ended */
-	__u8 line_len;
 };
 
 static long walk_cb(__u32 i, struct pd_walk *w)
@@ -464,11 +468,17 @@ static long walk_cb(__u32 i, struct pd_walk *w)
 	struct pd_flow *f = w->f;
 	if (w->off >= w->end || w->done || w->bad)
 		return 1;
+	__u64 size = ((__u64)f->chunk_hi << 32) | f->chunk_left;
 	if (f->chunk_state == PD_CK_DATA) {
-		/* skip the data by arithmetic; it may run past this segment */
-		w->off += f->chunk_left;
-		f->chunk_left = 0;
-		f->chunk_state = PD_CK_DATA_CR;
+		/* skip the data by arithmetic; it may run past this segment (a huge chunk in
+		 * steps of PD_CHUNK_SKIP: the segment where one ends walks the next) */
+		__u64 skip = size > PD_CHUNK_SKIP ? PD_CHUNK_SKIP : size;
+		w->off += (__u32)skip;
+		size -= skip;
+		f->chunk_left = (__u32)size;
+		f->chunk_hi = (__u32)(size >> 32);
+		if (!size)
+			f->chunk_state = PD_CK_DATA_CR;
 		return 0;
 	}
 	__u8 c;
@@ -478,18 +488,21 @@ static long walk_cb(__u32 i, struct pd_walk *w)
 	}
 	w->off++;
 	switch (f->chunk_state) {
-	case PD_CK_SIZE: {
+	case PD_CK_SIZE:
+	case PD_CK_SIZE_MORE: {
 		int v = pd_hexval(c);
 		if (v >= 0) {
-			if (f->chunk_left > 0x0fffffff || w->line_len > 8)
+			if (size > 0x7fffffffffffffffULL / 16) { /* nginx: NGX_MAX_OFF_T_VALUE / 16 */
 				w->bad = 1;
-			f->chunk_left = (f->chunk_left << 4) | v;
-			w->line_len++;
-		} else if (w->line_len > 0 && (c == ';' || c == ' ' || c == '\t')) {
+				return 1;
+			}
+			size = size * 16 + v;
+			f->chunk_left = (__u32)size;
+			f->chunk_hi = (__u32)(size >> 32);
+			f->chunk_state = PD_CK_SIZE_MORE;
+		} else if (f->chunk_state == PD_CK_SIZE_MORE && (c == ';' || c == ' ' || c == '\t' || c == '\r')) {
 			f->chunk_state = PD_CK_EXT;
-		} else if (w->line_len > 0 && c == '\r') {
-			f->chunk_state = PD_CK_EXT;
-		} else if (w->line_len > 0 && c == '\n') {
+		} else if (f->chunk_state == PD_CK_SIZE_MORE && c == '\n') {
 			goto size_line_done;
 		} else {
 			w->bad = 1;
@@ -497,10 +510,9 @@ static long walk_cb(__u32 i, struct pd_walk *w)
 		return 0;
 	}
 	case PD_CK_EXT:
+		/* an extension: any bytes up to the line's end */
 		if (c == '\n')
 			goto size_line_done;
-		if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f)
-			w->bad = 1;
 		return 0;
 	case PD_CK_DATA_CR:
 		if (c == '\r') {
@@ -515,7 +527,7 @@ static long walk_cb(__u32 i, struct pd_walk *w)
 		}
 		f->chunk_state = PD_CK_SIZE;
 		f->chunk_left = 0;
-		w->line_len = 0;
+		f->chunk_hi = 0;
 		return 0;
 	case PD_CK_TRAILER:
 		/* at the start of a trailer line: an empty line ends the body */
@@ -528,22 +540,16 @@ static long walk_cb(__u32 i, struct pd_walk *w)
 		f->chunk_state = PD_CK_TRAILER_LINE;
 		return 0;
 	case PD_CK_TRAILER_LINE:
+		/* a trailer field: any bytes up to the line's end */
 		if (c == '\n')
 			f->chunk_state = PD_CK_TRAILER;
-		else if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f)
-			w->bad = 1;
 		return 0;
 	}
 	w->bad = 1;
 	return 1;
 
 size_line_done:
-	w->line_len = 0;
-	if (f->chunk_left == 0) {
-		f->chunk_state = PD_CK_TRAILER;
-	} else {
-		f->chunk_state = PD_CK_DATA;
-	}
+	f->chunk_state = size == 0 ? PD_CK_TRAILER : PD_CK_DATA;
 	return 0;
 }
 
@@ -565,7 +571,10 @@ PD_INLINE int walk_chunks(struct __sk_buff *skb, struct pd_ctx *ctx)
 		.end = ctx->payload_off + ctx->payload_len,
 	};
 	__u32 start = w.off;
-	bpf_loop(PD_CHUNK_STEPS, walk_cb, &w, 0);
+	/* a step reads a byte or skips chunk data (at most one skip per byte read, and a last
+	 * one): every framing byte of the segment is read, however many */
+	__u32 steps = w.off < w.end ? 2 * (w.end - w.off) + 2 : 2;
+	bpf_loop(steps > (1u << 18) ? (1u << 18) : steps, walk_cb, &w, 0);
 	if (w.bad || (!w.done && w.off < w.end)) {
 		f->state = PD_FS_FINAL;
 		f->verdict = PD_ACT_RESET;

@@ -195,6 +195,7 @@ int pd_verdict(struct __sk_buff *skb)
 			f->state = PD_FS_CHUNKED;
 			f->chunk_state = PD_CK_SIZE;
 			f->chunk_left = 0;
+			f->chunk_hi = 0;
 			f->next_seq = head_end;
 		} else {
 			f->state = PD_FS_HEAD;

@@ -247,6 +247,7 @@ enum pd_chunk_state {
 	PD_CK_DATA_LF = 4,
 	PD_CK_TRAILER = 5, /* after last-chunk: trailer lines until an empty line */
 	PD_CK_TRAILER_LINE = 6,
+	PD_CK_SIZE_MORE = 7, /* chunk-size digits, at least one read (the line may end) */
 };
 
 /* A judged head: where it is and what it was (pd_digest under the flow's digest_key). */
@@ -273,7 +274,7 @@ struct pd_flow {
 	__u16 listener;
 	__u8 accumulating;  /* an entry in the accumulation map holds a partial head */
 	__u8 chunk_state;   /* pd_chunk_state */
-	__u32 chunk_left;   /* bytes of chunk-size being parsed / remaining */
+	__u32 chunk_left;   /* chunk size being parsed / data remaining: low 32 bits (chunk_hi: high) */
 	__u32 rule;         /* last matched rule, PD_RULE_NONE if none */
 	__u32 ts_recent;    /* newest TSval seen on a segment that was judged or held */
 	__u64 requests;     /* heads judged on this flow */
@@ -315,7 +316,7 @@ struct pd_flow {
 	 * leaves again toward the client (a client's spoofed SYN-ACK, ACK or 101, routed back)
 	 * says nothing of the server, and pd_egress ignores it */
 	__u32 client_if;
-	__u32 pad4;
+	__u32 chunk_hi;     /* high 32 bits of the chunk size (nginx takes sizes up to 2^63) */
 	/* earlier judged heads (until acknowledged) and, with the server's side, segments of
 	 * chunked-body framing: whole copies are held to their digests */
 	struct pd_judged older[PD_OLDER_HEADS];

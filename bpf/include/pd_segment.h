@@ -230,6 +230,7 @@ PD_INLINE void pd_flow_start(struct pd_flow *f, __u32 isn, __u8 has_ts, __u32 ts
 	f->accumulating = 0;
 	f->chunk_state = 0;
 	f->chunk_left = 0;
+	f->chunk_hi = 0;
 	f->rule = PD_RULE_NONE;
 	f->requests = 0;
 	pd_flow_clear_judged(f);

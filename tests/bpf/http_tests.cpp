@@ -544,6 +544,61 @@ TEST_CASE("every request on a keep-alive connection is judged", "[keepalive]") {
     CHECK(o.passed_unchanged());
     CHECK(o.verdict(PD_ACT_ALLOW) == 2);
   }
+  // issue 17: whatever nginx accepts is walked, however the framing falls into segments
+  SECTION("many tiny chunks in one segment, then the next head") {
+    Conn c(fx);
+    c.syn();
+    REQUIRE(c.send(req("POST", "/api/up", "app.example.com", "Transfer-Encoding: chunked\r\n")).verdict(PD_ACT_ALLOW) == 1);
+    std::string body;
+    for (int i = 0; i < 400; ++i) body += "1\r\na\r\n";  // 2 400 framing bytes and data
+    auto o = c.send(body + "0\r\n\r\n" + get("/admin"));
+    CHECK(o.reason(PD_R_BAD_BODY) == 0);
+    CHECK(o.counter(PD_C_REQUESTS) == 1);  // the head after the body, judged
+    CHECK(o.truncated());                  // and refused: the body passes, the head is held back
+  }
+  SECTION("a long extension and a long trailer, lines across segments") {
+    Conn c(fx);
+    c.syn();
+    REQUIRE(c.send(req("POST", "/api/up", "app.example.com", "Transfer-Encoding: chunked\r\n")).verdict(PD_ACT_ALLOW) == 1);
+    CHECK(c.send("00000000000000005;" + std::string(3000, 'e') + "\x01\x7f\r").passed_unchanged());
+    CHECK(c.send("\nhel").passed_unchanged());
+    CHECK(c.send("lo\r").passed_unchanged());
+    CHECK(c.send("\n1").passed_unchanged());
+    CHECK(c.send("0\r\n0123456789abcdef\r\n0\r\nX-Trailer: " + std::string(3000, 't') + "\x02\r\n").passed_unchanged());
+    CHECK(c.send("\r\n").passed_unchanged());
+    CHECK(c.send(get("/admin")).refused());  // the body ended where nginx ends it
+  }
+  SECTION("chunk sizes past 32 bits") {
+    Conn c(fx);
+    c.syn();
+    REQUIRE(c.send(req("POST", "/api/up", "app.example.com", "Transfer-Encoding: chunked\r\n")).verdict(PD_ACT_ALLOW) == 1);
+    // 2^32 + 3 bytes: skipped in steps of 2^30 sequence numbers, walked on where each step ends
+    const std::string line = "100000003\r\n";
+    auto o = c.send(line + "abc");
+    CHECK(o.passed_unchanged());
+    const uint32_t data0 = c.next_rel() - 3;  // where the chunk's data starts
+    for (uint32_t k = 1; k <= 3; ++k) {
+      INFO("step " << k);
+      // data before the step's end passes as data; a segment across it is walked on
+      CHECK(c.send_at(data0 + k * (1u << 30) - 8, "abcd").passed_unchanged());
+      CHECK(c.send_at(data0 + k * (1u << 30) - 2, "abcd").passed_unchanged());
+    }
+    // a segment past the data's end before the bytes that lead there: out of order
+    CHECK(c.send_at(data0 + 4 * (1u << 30) + 100, "zz").dropped());
+    // 2^32 after data0 is data0 again in sequence space: the data's last 3 bytes, its CRLF, the end
+    auto end = c.send_at(data0 + 4 * (1u << 30), "xyz\r\n0\r\n\r\n" + get("/admin"));
+    CHECK(end.reason(PD_R_BAD_BODY) == 0);
+    CHECK(end.counter(PD_C_REQUESTS) == 1);
+    CHECK(end.truncated());
+  }
+  SECTION("a chunk size past 2^63 is refused, as nginx refuses it") {
+    Conn c(fx);
+    c.syn();
+    REQUIRE(c.send(req("POST", "/api/up", "app.example.com", "Transfer-Encoding: chunked\r\n")).verdict(PD_ACT_ALLOW) == 1);
+    auto o = c.send("80000000000000000\r\n");
+    CHECK(o.refused());
+    CHECK(o.reason(PD_R_BAD_BODY) == 1);
+  }
   SECTION("broken chunk framing resets the connection") {
     Conn c(fx);
     c.syn();

@@ -166,6 +166,23 @@ TEST_CASE("every request on a keep-alive connection is judged", "[e2e][keep-aliv
     CHECK(env.nginx.lines_with(logged("POST", "/api/after")).empty());
     CHECK(env.nginx.lines_with("/admin").empty());
   }
+  // issue 17: whatever framing nginx accepts is walked, however long, however it is cut
+  SECTION("a chunked body of 400 tiny chunks, a long extension and a long trailer") {
+    std::string body = cat("000000000005;", std::string(2000, 'e'), "\r\nhello\r\n");
+    for (int i = 0; i < 400; ++i) body += "1\r\na\r\n";
+    body += cat("0\r\nX-Trailer: ", std::string(2000, 't'), "\r\n\r\n");
+    const std::string head = "POST /forms/chunks HTTP/1.1\r\nHost: app.example.com\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // the head, the body in one send (segments as TCP cuts it), then two more requests
+    json steps = {head, body, {{"await", 1}}, http_request("GET", "/healthz", "app.example.com"), {{"await", 2}},
+                  http_request("GET", "/admin", "app.example.com"), {{"await", 3}}};
+    auto r = raw_client(env.topo, kServer, steps, {"--expect", "3"});
+    INFO(r.json << r.err);
+    REQUIRE(r.statuses == std::vector<int>{200, 200, 403});
+    CHECK(r.responses[0].body == "ok POST app.example.com /forms/chunks\n");
+    env.nginx.sync();
+    CHECK(env.nginx.lines_with(logged("POST", "/forms/chunks")).size() == 1);
+    CHECK(env.nginx.lines_with("/admin").empty());
+  }
   SECTION("a request after the body in the same segment is judged") {
     const std::string body = "GET /admin HTTP/1.1\r\n\r\n";
     const std::string chunk = http_request("POST", "/forms/upload", "app.example.com", body) +
