@@ -776,6 +776,22 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		return TC_ACT_OK; /* allowed for the rest of the connection */
 	}
 	if (f->state != PD_FS_FINAL) {
+		if (f->accumulating && !preflight && (p.tcp_flags & (PD_TCP_RST | PD_TCP_FIN)) &&
+		    (!p.payload_len || (p.tcp_flags & PD_TCP_RST))) {
+			/* A client that gives up on a partial head (a reset, or a FIN: the head can
+			 * never end) frees its place in the table and its client's share: a RST or FIN
+			 * from where the head's bytes end to the right edge of the server's window
+			 * (bytes sent after those may not have passed here yet), as the server takes
+			 * a RST in its window. */
+			struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p.key);
+			__u32 have_end = acc ? acc->start_seq + acc->len : 0;
+			__u32 room = f->srv == PD_SRV_SEEN ? f->srv_edge - have_end : 65535;
+			if (!acc || (p.seq - have_end <= room && room < (1u << 30))) {
+				if (acc)
+					bpf_map_delete_elem(&pd_accum, &p.key);
+				pd_accum_end(f, &p.key);
+			}
+		}
 		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
 			PD_COUNT(PD_C_FAST_PATH);
 			if (!preflight)

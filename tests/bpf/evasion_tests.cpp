@@ -800,4 +800,14 @@ TEST_CASE("one client's partial heads take at most its share of the table", "[ev
   Conn again(fx);
   REQUIRE(again.syn().passed_unchanged());
   CHECK(again.send(half).counter(PD_C_HEAD_PARTIAL) == 1);
+  // so does one that gives up on its head with a reset
+  Conn full(fx);
+  REQUIRE(full.syn().passed_unchanged());
+  CHECK(full.send(half).reason(PD_R_PARTIAL_HEADS) == 1);
+  Packet rst = slow[1].at(static_cast<uint32_t>(half.size()), "");
+  rst.flags = kRst | kAck;
+  REQUIRE(fx.run(rst).passed_unchanged());
+  Conn after_rst(fx);
+  REQUIRE(after_rst.syn().passed_unchanged());
+  CHECK(after_rst.send(half).counter(PD_C_HEAD_PARTIAL) == 1);
 }

@@ -177,7 +177,8 @@ class Backend {
 
   // Access log, one line per request:
   //   <msec> <client> conn=<n>#<k> "<request line>" host=<host> status=<status> len=<bytes>
-  // and for TLS requests, after that: sni=<SNI or -> tls=<protocol>
+  //   uri="<the normalized path nginx matched its locations with>"
+  // and for TLS requests, instead of uri: sni=<SNI or -> tls=<protocol>
   // Sync requests (see sync()) are left out. (A handshake that never carried a request
   // logs nothing.)
   std::vector<std::string> access_log() const;

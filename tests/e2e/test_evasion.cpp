@@ -1537,3 +1537,188 @@ TEST_CASE("evasion: random segmentation, retransmission, duplication and reorder
   CHECK(out.value("finished", 0) == static_cast<int>(n));
   CHECK(failures == 0);
 }
+
+// ===========================================================================================
+// The differential fuzzer (issue 17)
+//
+// Random request heads, mutated from a few starting points in the ways parsers disagree on
+// (percent-encoding, dot segments, slashes, host spelling, line endings, folded or doubled
+// headers, bodies with a second request behind them, HTTP/0.9 and 1.0 forms), sent through the
+// gateway by craft.py's randomized mode (random segmentation, retransmission, duplicates,
+// reordering) to nginx. The oracle is nginx itself: every request its access log says it
+// served (status 200) must be one the policy allows as nginx saw it ($host and the normalized
+// $uri): host app.example.com, path under /ok/. Nothing is expected of the rest (refused,
+// reset, 400 from nginx): the fuzzer looks for the one thing that must never happen.
+
+namespace {
+
+const std::string kFuzzPolicy = R"(version: 1
+interfaces: ["gw-c"]
+listeners:
+  - name: web
+    port: 80
+    protocol: http
+chain: [host, path]
+default_action: deny
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/ok/" }
+        action: allow
+)";
+
+std::string fuzz_request(std::mt19937_64& rng, std::size_t i) {
+  const auto pick = [&rng](std::uint64_t n) { return static_cast<std::size_t>(rng() % n); };
+  const auto chance = [&](int percent) { return static_cast<int>(pick(100)) < percent; };
+  const std::string m = cat("zq", i, "z");  // the marker: never mutated
+  static const char* kStarts[] = {"/ok/",   "/admin/", "/",         "/ok/../admin/", "/OK/",      "/ok",
+                                  "/ok./",  "/o%6b/",  "/ok%2f",    "/%2e%2e/ok/",   "/ok/%2e%2e/", "//ok/",
+                                  "/./ok/", "/ok;/",   "/ok/x/../", "/ok%00/",       "/ok\\x/"};
+  std::string path = chance(40) ? "/ok/" : kStarts[pick(std::size(kStarts))];
+  for (int k = 0, n = static_cast<int>(pick(4)); k < n; ++k) {
+    const std::size_t at = 1 + pick(path.size());
+    switch (pick(7)) {
+      case 0: {  // percent-encode one character, either case of hex
+        if (at - 1 >= path.size() || path[at - 1] == '%') break;
+        const unsigned char c = static_cast<unsigned char>(path[at - 1]);
+        const char* hex = chance(50) ? "0123456789ABCDEF" : "0123456789abcdef";
+        path.replace(at - 1, 1, std::string{'%', hex[c >> 4], hex[c & 15]});
+        break;
+      }
+      case 1: path.insert(std::min(at, path.size()), "./"); break;
+      case 2: path.insert(std::min(at, path.size()), "/"); break;
+      case 3: path.insert(std::min(at, path.size()), "x/../"); break;
+      case 4: path.insert(std::min(at, path.size()), "../"); break;
+      case 5: path.insert(std::min(at, path.size()), ";a=1"); break;
+      default: path.insert(std::min(at, path.size()), "%2F"); break;
+    }
+  }
+  std::string target = path + m + (chance(20) ? "?q=/admin/" : "");
+  static const char* kHosts[] = {"app.example.com", "APP.Example.COM", "app.example.com.", "app.example.com:80",
+                                 "other.test",      "app.example.com.other.test", "app.example.com:8080",
+                                 "app.example.co",  "ApP.eXaMpLe.CoM."};
+  std::string host = chance(70) ? "app.example.com" : kHosts[pick(std::size(kHosts))];
+  if (chance(8)) target = cat("http://", chance(50) ? "app.example.com" : "other.test", target);
+  static const char* kMethods[] = {"GET", "HEAD", "POST", "OPTIONS", "get"};
+  const std::string method = chance(80) ? "GET" : kMethods[pick(std::size(kMethods))];
+  const std::string eol = chance(15) ? "\n" : "\r\n";
+  std::string version = " HTTP/1.1";
+  if (chance(8)) version = " HTTP/1.0";
+  if (chance(4)) version = "";  // HTTP/0.9
+  std::string text;
+  for (int k = 0, n = chance(10) ? static_cast<int>(pick(3)) : 0; k < n; ++k) text += eol;
+  text += cat(method, " ", target, version, eol);
+  if (version.empty()) return text;  // nothing follows a 0.9 request line
+  std::vector<std::string> headers = {cat("Host: ", host)};
+  static const char* kExtra[] = {"Host: other.test", "X-Fold: a", " folded", "X-Sp : b", "Host:app.example.com",
+                                 "\tX-Tab: c",       "X-Empty:",  "Host: app.example.com", "X-Nul: a\x01" "b"};
+  for (int k = 0, n = static_cast<int>(pick(3)); k < n; ++k)
+    headers.insert(headers.begin() + static_cast<long>(pick(headers.size() + 1)), kExtra[pick(std::size(kExtra))]);
+  std::string body, after;
+  if (chance(15)) {  // a body, and a second request behind it that only the framing separates
+    const std::string second = cat("GET /admin/", m, " HTTP/1.1", eol, "Host: app.example.com", eol, eol);
+    switch (pick(3)) {
+      case 0: body = "hello", headers.push_back("Content-Length: 5"); break;
+      case 1: body = cat("5", eol, "hello", eol, "0", eol, eol), headers.push_back("Transfer-Encoding: chunked"); break;
+      default:
+        body = cat("0", eol, eol);
+        headers.push_back("Transfer-Encoding: chunked");
+        headers.push_back("Content-Length: 3");
+        break;
+    }
+    after = second;
+  }
+  headers.push_back("Connection: close");
+  for (const auto& h : headers) text += h + eol;
+  text += eol + body + after;
+  return text;
+}
+
+// host= and uri="..." of an access log line
+std::pair<std::string, std::string> host_and_uri(const std::string& line) {
+  std::string host, uri;
+  if (auto h = line.find(" host="); h != std::string::npos) host = line.substr(h + 6, line.find(' ', h + 6) - h - 6);
+  if (auto u = line.find(" uri=\""); u != std::string::npos) uri = line.substr(u + 6, line.rfind('"') - u - 6);
+  return {host, uri};
+}
+
+}  // namespace
+
+TEST_CASE("evasion: differential fuzzing, what nginx served against the policy", "[e2e][evasion][fuzz]") {
+  // scripts/test runs one round of 20 000 cases; POLICYD_FUZZ_ROUNDS runs more (seed, seed+1, ...)
+  const std::uint64_t seed = env_u64("POLICYD_FUZZ_SEED", std::random_device{}() & 0xffffffffu);
+  const std::size_t n = env_u64("POLICYD_FUZZ_CASES", 20000);
+  const std::size_t rounds = env_u64("POLICYD_FUZZ_ROUNDS", 1);
+  const int bound_s = static_cast<int>(env_u64("POLICYD_FUZZ_SECONDS", 45));
+  INFO("seed " << seed << " (rerun: POLICYD_FUZZ_SEED=" << seed << " POLICYD_FUZZ_CASES=" << n << ")");
+  REQUIRE(n > 0);
+  REQUIRE(n <= 25000);  // a round's source ports: 10000.. or 37000..
+  REQUIRE(rounds >= 1);
+  CraftEnv env(kFuzzPolicy);
+  const std::regex marker("zq([0-9]+)z");
+  std::size_t served_all = 0, failures = 0, cases = 0;
+  Millis elapsed_all{0};
+  std::ostringstream report;
+  for (std::size_t round = 0; round < rounds; ++round) {
+    const std::uint64_t s = seed + round;
+    std::mt19937_64 rng(s);
+    std::vector<std::string> reqs;
+    json list = json::array();
+    const std::size_t first = round * 25000;  // this round's markers: zq<first + i>z
+    for (std::size_t i = 0; i < n; ++i) {
+      reqs.push_back(fuzz_request(rng, first + i));
+      list.push_back({{"data", reqs.back()}});
+    }
+    const json spec = {{"seed", s},           {"requests", list},    {"concurrency", 48},
+                       {"max_seg", 200},      {"conn_timeout_s", 4}, {"deadline_s", bound_s},
+                       {"sport_base", round % 2 ? 37000 : 10000}};
+    const auto start = SteadyClock::now();
+    const json out = env.peer.run_random(spec, bound_s + 10);
+    const auto elapsed = std::chrono::duration_cast<Millis>(SteadyClock::now() - start);
+    elapsed_all += elapsed;
+    env.nginx.sync();
+    std::size_t served = 0;
+    for (const auto& line : env.nginx.access_log()) {
+      std::smatch mm;
+      if (!std::regex_search(line, mm, marker) || line.find(" status=200 ") == std::string::npos) continue;
+      const std::size_t idx = std::stoull(mm[1].str());
+      if (idx < first || idx >= first + n) continue;  // an earlier round's
+      const std::size_t i = idx - first;
+      ++served;
+      const auto [host, uri] = host_and_uri(line);
+      if (host == "app.example.com" && uri.rfind("/ok/", 0) == 0) continue;
+      if (++failures <= 20) {
+        json req = i < reqs.size() ? reqs[i] : "";
+        report << "  seed " << s << " #" << i << " SERVED BUT THE POLICY REFUSES IT: nginx " << line
+               << "\n    sent: " << req.dump() << "\n";
+      }
+    }
+    served_all += served;
+    cases += static_cast<std::size_t>(out.value("finished", 0));
+    std::map<int, std::size_t> statuses;  // what the clients got: 0 for nothing (reset, refused)
+    std::size_t shown = 0;
+    for (const auto& r : out.at("results")) {
+      ++statuses[r.at("status").get<int>()];
+      if (r.at("status").get<int>() == 0 && std::getenv("POLICYD_FUZZ_DEBUG") && shown++ < 3)
+        std::cerr << "  no answer: " << r.dump() << "\n    sent: " << json(reqs[r.at("i").get<std::size_t>()]).dump() << "\n";
+    }
+    std::string got;
+    for (const auto& [st, k] : statuses) got += cat(" ", st, ":", k);
+    std::cerr << "evasion fuzz: seed " << s << ", " << n << " cases in " << elapsed.count() << " ms; nginx served "
+              << served << "; clients got (status:count)" << got << "\n";
+    INFO("round " << round << ": craft.py started " << out.value("started", 0) << ", finished "
+                  << out.value("finished", 0) << ", timed out: " << out.value("timed_out", false));
+    CHECK(out.value("finished", 0) == static_cast<int>(n));
+    CHECK(served > 0);  // the allowed ones get through: the oracle has something to look at
+  }
+  const double minutes = static_cast<double>(elapsed_all.count()) / 60000.0;
+  std::string reasons;  // what the gateway refused, and why
+  const json gw = stats(env.daemon);
+  for (const auto& [k, v] : gw.at("fail_mode").items())
+    if (v.is_number() && v.get<std::uint64_t>() > 0) reasons += cat(" ", k, ":", v.get<std::uint64_t>());
+  std::cerr << "evasion fuzz: fail mode" << reasons << "\n";
+  std::cerr << "evasion fuzz: " << cases << " cases, " << static_cast<long>(static_cast<double>(cases) / minutes)
+            << " cases/min, nginx served " << served_all << ", " << failures << " failures\n";
+  INFO(failures << " requests nginx served that the policy refuses (first 20):\n" << report.str());
+  CHECK(failures == 0);
+}
