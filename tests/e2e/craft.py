@@ -96,7 +96,9 @@ Output: {"connections": [summary, ...], "timed_out": bool, "elapsed_ms": N} wher
 
 --random FILE: the randomized stream mode (see run_random): many connections at once, each
 sending one request cut into random segments with retransmissions, duplicates and
-reordering, then completing it with the retransmitting sender. Output:
+reordering, then completing it with the retransmitting sender. With "mutate": true in the
+spec, half the connections also use TCP timestamps (now and then a stale one), and one send
+in ten is preceded by a changed copy of its bytes at the same sequence numbers. Output:
   {"seed", "results": [{"i", "status", "rst", "synack", "acked", "len", "ms", "rounds"}],
    "started", "finished", "elapsed_ms", "timed_out"}
 """
@@ -868,7 +870,8 @@ class RConn:
     """One connection of the randomized mode (IPv4, no options but MSS)."""
 
     __slots__ = ("i", "req", "sport", "isn", "state", "t0", "deadline", "syn_at", "syn_tries", "server_isn",
-                 "acked", "rcv", "rst", "fin", "rounds", "next_rto", "rto", "rng", "status", "done", "synack")
+                 "acked", "rcv", "rst", "fin", "rounds", "next_rto", "rto", "rng", "status", "done", "synack",
+                 "ts", "tsval", "mutate")
 
     def __init__(self, i, req, sport, rng, now, bound):
         self.i = i
@@ -892,6 +895,24 @@ class RConn:
         self.rto = 0.02
         self.status = 0
         self.done = False
+        self.ts = False      # mutate mode: TCP timestamps on every segment
+        self.tsval = 0
+        self.mutate = False  # mutate mode: changed copies and stale timestamps
+
+    def opts(self, syn=False):
+        """The TCP options of its next segment: MSS on the SYN, and the timestamp if it uses
+        them (now and then, in mutate mode, one the server's PAWS test drops)."""
+        o = b"\x02\x04\x05\xb4" if syn else b""
+        if self.ts:
+            self.tsval = (self.tsval + 1) & MASK
+            v = self.tsval
+            if self.mutate and not syn and self.rng.random() < 0.05:
+                v = (v - 100000) & MASK  # stale
+            o += b"\x01\x01\x08\x0a" + struct.pack("!II", v, 0)
+        return o
+
+
+MUTATE_BYTES = b"/%.aZ?#; \r\n\t\x00"
 
 
 def run_random(env, spec, hard_deadline, out_json):
@@ -901,6 +922,7 @@ def run_random(env, spec, hard_deadline, out_json):
     max_seg = max(1, min(int(spec.get("max_seg", 400)), 1400))
     bound = float(spec.get("conn_timeout_s", 4))
     sport_base = int(spec.get("sport_base", 10000))
+    mutate = bool(spec.get("mutate", False))
     deadline = min(hard_deadline, time.monotonic() + float(spec.get("deadline_s", 45)))
     if sport_base + len(reqs) > 65535:
         usage_error("too many requests for the port range")
@@ -915,13 +937,21 @@ def run_random(env, spec, hard_deadline, out_json):
     src_b = env.src4_b
 
     def send_range(c, a, b):
+        if c.mutate and c.rng.random() < 0.1:
+            # a changed copy of the range first: the gateway and the server each take one
+            # copy or the other; what the server serves must still be what the policy allows
+            bad = bytearray(c.req[a:b])
+            for _ in range(c.rng.randint(1, 3)):
+                bad[c.rng.randrange(len(bad))] = c.rng.choice(MUTATE_BYTES)
+            link.send(fb.tcp(c.sport, dport, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK,
+                             bytes(bad), options=c.opts()))
         link.send(fb.tcp(c.sport, dport, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK,
-                         c.req[a:b]))
+                         c.req[a:b], options=c.opts()))
 
     def finish(c, now):
         if c.synack and not c.rst:
             link.send(fb.tcp(c.sport, dport, c.isn + 1 + len(c.req), c.server_isn + 1 + len(c.rcv),
-                             F_RST | F_ACK))
+                             F_RST | F_ACK, options=c.opts()))
         st = http_statuses(bytes(c.rcv))
         results[c.i] = {"i": c.i, "status": st[0] if st else 0, "rst": c.rst, "synack": c.synack,
                         "acked": c.acked, "len": len(c.req), "ms": int((now - c.t0) * 1000),
@@ -941,8 +971,12 @@ def run_random(env, spec, hard_deadline, out_json):
             nxt += 1
             rng = random.Random(f"{seed}:{i}")
             c = RConn(i, reqs[i]["data"].encode("latin-1"), sport_base + i, rng, now, bound)
+            if mutate:
+                c.mutate = True
+                c.ts = rng.random() < 0.5
+                c.tsval = rng.randrange(1, 1 << 30)
             active[c.sport] = c
-            link.send(fb.tcp(c.sport, dport, c.isn, 0, F_SYN, options=b"\x02\x04\x05\xb4"))
+            link.send(fb.tcp(c.sport, dport, c.isn, 0, F_SYN, options=c.opts(syn=True)))
             c.syn_at = now
             c.syn_tries = 1
         for f in link.recv(0.003):
@@ -978,7 +1012,7 @@ def run_random(env, spec, hard_deadline, out_json):
                 if c.rst:
                     finish(c, now)
                 elif c.synack:
-                    link.send(fb.tcp(c.sport, dport, c.isn + 1, c.server_isn + 1, F_ACK))
+                    link.send(fb.tcp(c.sport, dport, c.isn + 1, c.server_isn + 1, F_ACK, options=c.opts()))
                     for a, b in schedule(c.rng, len(c.req), max_seg):
                         send_range(c, a, b)
                     c.state = "deliver"
@@ -987,7 +1021,7 @@ def run_random(env, spec, hard_deadline, out_json):
                     if c.syn_tries >= 4:
                         finish(c, now)
                     else:
-                        link.send(fb.tcp(c.sport, dport, c.isn, 0, F_SYN, options=b"\x02\x04\x05\xb4"))
+                        link.send(fb.tcp(c.sport, dport, c.isn, 0, F_SYN, options=c.opts(syn=True)))
                         c.syn_at = now
                         c.syn_tries += 1
             elif c.state == "deliver":

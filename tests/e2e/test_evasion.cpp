@@ -1545,7 +1545,8 @@ TEST_CASE("evasion: random segmentation, retransmission, duplication and reorder
 // (percent-encoding, dot segments, slashes, host spelling, line endings, folded or doubled
 // headers, bodies with a second request behind them, HTTP/0.9 and 1.0 forms), sent through the
 // gateway by craft.py's randomized mode (random segmentation, retransmission, duplicates,
-// reordering) to nginx. The oracle is nginx itself: every request its access log says it
+// reordering; in its mutate mode also changed copies of what is sent, at the same sequence
+// numbers, and TCP timestamps, some of them stale) to nginx. The oracle is nginx itself: every request its access log says it
 // served (status 200) must be one the policy allows as nginx saw it ($host and the normalized
 // $uri): host app.example.com, path under /ok/. Nothing is expected of the rest (refused,
 // reset, 400 from nginx): the fuzzer looks for the one thing that must never happen.
@@ -1671,7 +1672,7 @@ TEST_CASE("evasion: differential fuzzing, what nginx served against the policy",
     }
     const json spec = {{"seed", s},           {"requests", list},    {"concurrency", 48},
                        {"max_seg", 200},      {"conn_timeout_s", 4}, {"deadline_s", bound_s},
-                       {"sport_base", round % 2 ? 37000 : 10000}};
+                       {"sport_base", round % 2 ? 37000 : 10000}, {"mutate", true}};
     const auto start = SteadyClock::now();
     const json out = env.peer.run_random(spec, bound_s + 10);
     const auto elapsed = std::chrono::duration_cast<Millis>(SteadyClock::now() - start);
