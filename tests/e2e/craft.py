@@ -97,8 +97,9 @@ Output: {"connections": [summary, ...], "timed_out": bool, "elapsed_ms": N} wher
 --random FILE: the randomized stream mode (see run_random): many connections at once, each
 sending one request cut into random segments with retransmissions, duplicates and
 reordering, then completing it with the retransmitting sender. With "mutate": true in the
-spec, half the connections also use TCP timestamps (now and then a stale one), and one send
-in ten is preceded by a changed copy of its bytes at the same sequence numbers. Output:
+spec, half the connections also use TCP timestamps (now and then a stale one), one send in
+ten is preceded by a changed copy of its bytes at the same sequence numbers, one segment in
+five carries an option the server ignores, and a few go as two IPv4 fragments. Output:
   {"seed", "results": [{"i", "status", "rst", "synack", "acked", "len", "ms", "rounds"}],
    "started", "finished", "elapsed_ms", "timed_out"}
 """
@@ -321,6 +322,22 @@ class FastBuilder:
                           self.src, self.dst)
         iph = iph[:10] + struct.pack("!H", csum16(iph)) + iph[12:]
         return self.eth + iph + hdr + payload
+
+    def fragments(self, frame, split):
+        """The IPv4 packet of a frame tcp() made, as two fragments: the first holds `split`
+        bytes of its IP payload (a multiple of 8), the second the rest."""
+        ip = frame[len(self.eth):]
+        body = ip[20:]
+        split = max(8, min(split - split % 8, len(body) - 1 - (len(body) - 1) % 8))
+        out = []
+        for off, part, more in ((0, body[:split], 0x2000), (split, body[split:], 0)):
+            iph = bytearray(ip[:20])
+            struct.pack_into("!H", iph, 2, 20 + len(part))
+            struct.pack_into("!H", iph, 6, more | (off // 8))
+            struct.pack_into("!H", iph, 10, 0)
+            struct.pack_into("!H", iph, 10, csum16(bytes(iph)))
+            out.append(self.eth + bytes(iph) + part)
+        return out
 
 
 class Env:
@@ -909,6 +926,11 @@ class RConn:
             if self.mutate and not syn and self.rng.random() < 0.05:
                 v = (v - 100000) & MASK  # stale
             o += b"\x01\x01\x08\x0a" + struct.pack("!II", v, 0)
+        if self.mutate and not syn and self.rng.random() < 0.2:
+            # an option the server ignores: an experimental kind with data, or NOPs
+            o += self.rng.choice([b"\xfe\x04\xab\xcd", b"\x01\x01\x01\x01", b"\xfd\x06abcd\x01\x01"])
+        while len(o) % 4:
+            o += b"\x01"
         return o
 
 
@@ -945,8 +967,14 @@ def run_random(env, spec, hard_deadline, out_json):
                 bad[c.rng.randrange(len(bad))] = c.rng.choice(MUTATE_BYTES)
             link.send(fb.tcp(c.sport, dport, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK,
                              bytes(bad), options=c.opts()))
-        link.send(fb.tcp(c.sport, dport, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK,
-                         c.req[a:b], options=c.opts()))
+        frame = fb.tcp(c.sport, dport, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK,
+                       c.req[a:b], options=c.opts())
+        if c.mutate and b - a > 16 and c.rng.random() < 0.03:
+            # as two IP fragments (the gateway never judges them: its fail mode)
+            for f in fb.fragments(frame, c.rng.randrange(8, 40 + (b - a))):
+                link.send(f)
+        else:
+            link.send(frame)
 
     def finish(c, now):
         if c.synack and not c.rst:
