@@ -99,7 +99,8 @@ sending one request cut into random segments with retransmissions, duplicates an
 reordering, then completing it with the retransmitting sender. With "mutate": true in the
 spec, half the connections also use TCP timestamps (now and then a stale one), one send in
 ten is preceded by a changed copy of its bytes at the same sequence numbers, one segment in
-five carries an option the server ignores, and a few go as two IPv4 fragments. Output:
+five carries an option the server ignores, a few go as two IPv4 fragments, and three
+connections in ten use IPv6, a segment in three of those behind extension headers. Output:
   {"seed", "results": [{"i", "status", "rst", "synack", "acked", "len", "ms", "rounds"}],
    "started", "finished", "elapsed_ms", "timed_out"}
 """
@@ -338,6 +339,47 @@ class FastBuilder:
             struct.pack_into("!H", iph, 10, csum16(bytes(iph)))
             out.append(self.eth + bytes(iph) + part)
         return out
+
+
+class FastBuilder6:
+    """struct-built IPv6 TCP segments for the random mode, optionally behind a chain of
+    extension headers: hop-by-hop (first) and destination options, filled with PadN."""
+
+    def __init__(self, src_mac, gw_mac, src, dst):
+        self.eth = bytes.fromhex(gw_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + \
+            struct.pack("!H", ETH_P_IPV6)
+        self.src = socket.inet_pton(socket.AF_INET6, src)
+        self.dst = socket.inet_pton(socket.AF_INET6, dst)
+
+    @staticmethod
+    def ext_header(kind, nxt, size):
+        """One options header of `size` bytes (a multiple of 8, at least 8) holding PadN."""
+        size = max(8, size - size % 8)
+        pad = size - 2
+        body = b""
+        while pad > 0:  # PadN options of at most 257 bytes each
+            n = min(pad, 257)
+            if n == 1:
+                body += b"\x00"  # Pad1
+            else:
+                body += bytes([1, n - 2]) + b"\x00" * (n - 2)
+            pad -= n
+        return bytes([nxt, size // 8 - 1]) + body
+
+    def tcp(self, sport, dport, seq, ack, flags, payload=b"", window=65535, options=b"", ext=()):
+        hl = 20 + len(options)
+        hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & MASK, ack & MASK, (hl // 4) << 4, flags,
+                          window, 0, 0) + options
+        pseudo = self.src + self.dst + struct.pack("!IxxxB", hl + len(payload), 6)
+        c = csum16(pseudo + hdr + payload)
+        hdr = hdr[:16] + struct.pack("!H", c) + hdr[18:]
+        chain = b""
+        nxt = 6
+        for kind, size in reversed(list(ext)):  # built from the last header back
+            chain = self.ext_header(kind, nxt, size) + chain
+            nxt = kind
+        iph = struct.pack("!IHBB16s16s", 6 << 28, len(chain) + hl + len(payload), nxt, 64, self.src, self.dst)
+        return self.eth + iph + chain + hdr + payload
 
 
 class Env:
@@ -888,7 +930,7 @@ class RConn:
 
     __slots__ = ("i", "req", "sport", "isn", "state", "t0", "deadline", "syn_at", "syn_tries", "server_isn",
                  "acked", "rcv", "rst", "fin", "rounds", "next_rto", "rto", "rng", "status", "done", "synack",
-                 "ts", "tsval", "mutate")
+                 "ts", "tsval", "mutate", "v6")
 
     def __init__(self, i, req, sport, rng, now, bound):
         self.i = i
@@ -915,6 +957,7 @@ class RConn:
         self.ts = False      # mutate mode: TCP timestamps on every segment
         self.tsval = 0
         self.mutate = False  # mutate mode: changed copies and stale timestamps
+        self.v6 = False      # mutate mode: IPv6, now and then behind extension headers
 
     def opts(self, syn=False):
         """The TCP options of its next segment: MSS on the SYN, and the timestamp if it uses
@@ -948,8 +991,9 @@ def run_random(env, spec, hard_deadline, out_json):
     deadline = min(hard_deadline, time.monotonic() + float(spec.get("deadline_s", 45)))
     if sport_base + len(reqs) > 65535:
         usage_error("too many requests for the port range")
-    fb = FastBuilder(env.src_mac, env.gw_mac, env.src4, env.dst4)
-    check_fast_builder(env, fb)
+    fb4 = FastBuilder(env.src_mac, env.gw_mac, env.src4, env.dst4)
+    check_fast_builder(env, fb4)
+    fb6 = FastBuilder6(env.src_mac, env.gw_mac, env.src6, env.dst6)
     dport = env.args.dport
     results = [None] * len(reqs)
     active = {}
@@ -957,6 +1001,23 @@ def run_random(env, spec, hard_deadline, out_json):
     t_start = time.monotonic()
     link = env.link
     src_b = env.src4_b
+    src6_b = env.src6_b
+
+    def seg(c, seq, ack, flags, payload=b"", syn=False):
+        """One segment of c: IPv4, or IPv6 (in mutate mode sometimes behind extension
+        headers: hop-by-hop and destination options of up to 1 KB)."""
+        options = c.opts(syn=syn)
+        if not c.v6:
+            return fb4.tcp(c.sport, dport, seq, ack, flags, payload, options=options)
+        ext = []
+        if c.mutate and not syn and c.rng.random() < 0.3:
+            if c.rng.random() < 0.3:
+                ext.append((0, c.rng.choice([8, 16, 64])))
+            for _ in range(c.rng.randint(1, 4)):
+                size = c.rng.choice([8, 24, 256, 1024])
+                if sum(x[1] for x in ext) + size <= 1100:  # the frame stays within the link's MTU
+                    ext.append((60, size))
+        return fb6.tcp(c.sport, dport, seq, ack, flags, payload, options=options, ext=ext)
 
     def send_range(c, a, b):
         if c.mutate and c.rng.random() < 0.1:
@@ -965,21 +1026,18 @@ def run_random(env, spec, hard_deadline, out_json):
             bad = bytearray(c.req[a:b])
             for _ in range(c.rng.randint(1, 3)):
                 bad[c.rng.randrange(len(bad))] = c.rng.choice(MUTATE_BYTES)
-            link.send(fb.tcp(c.sport, dport, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK,
-                             bytes(bad), options=c.opts()))
-        frame = fb.tcp(c.sport, dport, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK,
-                       c.req[a:b], options=c.opts())
-        if c.mutate and b - a > 16 and c.rng.random() < 0.03:
+            link.send(seg(c, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK, bytes(bad)))
+        frame = seg(c, c.isn + 1 + a, c.server_isn + 1 + len(c.rcv), F_PSH | F_ACK, c.req[a:b])
+        if c.mutate and not c.v6 and b - a > 16 and c.rng.random() < 0.03:
             # as two IP fragments (the gateway never judges them: its fail mode)
-            for f in fb.fragments(frame, c.rng.randrange(8, 40 + (b - a))):
+            for f in fb4.fragments(frame, c.rng.randrange(8, 40 + (b - a))):
                 link.send(f)
         else:
             link.send(frame)
 
     def finish(c, now):
         if c.synack and not c.rst:
-            link.send(fb.tcp(c.sport, dport, c.isn + 1 + len(c.req), c.server_isn + 1 + len(c.rcv),
-                             F_RST | F_ACK, options=c.opts()))
+            link.send(seg(c, c.isn + 1 + len(c.req), c.server_isn + 1 + len(c.rcv), F_RST | F_ACK))
         st = http_statuses(bytes(c.rcv))
         results[c.i] = {"i": c.i, "status": st[0] if st else 0, "rst": c.rst, "synack": c.synack,
                         "acked": c.acked, "len": len(c.req), "ms": int((now - c.t0) * 1000),
@@ -1003,13 +1061,14 @@ def run_random(env, spec, hard_deadline, out_json):
                 c.mutate = True
                 c.ts = rng.random() < 0.5
                 c.tsval = rng.randrange(1, 1 << 30)
+                c.v6 = rng.random() < 0.3
             active[c.sport] = c
-            link.send(fb.tcp(c.sport, dport, c.isn, 0, F_SYN, options=c.opts(syn=True)))
+            link.send(seg(c, c.isn, 0, F_SYN, syn=True))
             c.syn_at = now
             c.syn_tries = 1
         for f in link.recv(0.003):
             s = parse_frame(f)
-            if s is None or s.proto != 6 or s.v6 or s.dst != src_b:
+            if s is None or s.proto != 6 or s.dst != (src6_b if s.v6 else src_b):
                 continue
             c = active.get(s.dport)
             if c is None or s.sport != dport:
@@ -1040,7 +1099,7 @@ def run_random(env, spec, hard_deadline, out_json):
                 if c.rst:
                     finish(c, now)
                 elif c.synack:
-                    link.send(fb.tcp(c.sport, dport, c.isn + 1, c.server_isn + 1, F_ACK, options=c.opts()))
+                    link.send(seg(c, c.isn + 1, c.server_isn + 1, F_ACK))
                     for a, b in schedule(c.rng, len(c.req), max_seg):
                         send_range(c, a, b)
                     c.state = "deliver"
@@ -1049,7 +1108,7 @@ def run_random(env, spec, hard_deadline, out_json):
                     if c.syn_tries >= 4:
                         finish(c, now)
                     else:
-                        link.send(fb.tcp(c.sport, dport, c.isn, 0, F_SYN, options=c.opts(syn=True)))
+                        link.send(seg(c, c.isn, 0, F_SYN, syn=True))
                         c.syn_at = now
                         c.syn_tries += 1
             elif c.state == "deliver":

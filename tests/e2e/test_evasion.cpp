@@ -1546,7 +1546,8 @@ TEST_CASE("evasion: random segmentation, retransmission, duplication and reorder
 // headers, bodies with a second request behind them, HTTP/0.9 and 1.0 forms), sent through the
 // gateway by craft.py's randomized mode (random segmentation, retransmission, duplicates,
 // reordering; in its mutate mode also changed copies of what is sent, at the same sequence
-// numbers, and TCP timestamps, some of them stale) to nginx. The oracle is nginx itself: every request its access log says it
+// numbers, TCP timestamps (some stale) and options, IPv4 fragments, IPv6 with extension
+// header chains) to nginx. The oracle is nginx itself: every request its access log says it
 // served (status 200) must be one the policy allows as nginx saw it ($host and the normalized
 // $uri): host app.example.com, path under /ok/. Nothing is expected of the rest (refused,
 // reset, 400 from nginx): the fuzzer looks for the one thing that must never happen.
@@ -1657,7 +1658,7 @@ TEST_CASE("evasion: differential fuzzing, what nginx served against the policy",
   REQUIRE(rounds >= 1);
   CraftEnv env(kFuzzPolicy);
   const std::regex marker("zq([0-9]+)z");
-  std::size_t served_all = 0, failures = 0, cases = 0;
+  std::size_t served_all = 0, served_v6 = 0, failures = 0, cases = 0;
   Millis elapsed_all{0};
   std::ostringstream report;
   for (std::size_t round = 0; round < rounds; ++round) {
@@ -1686,6 +1687,7 @@ TEST_CASE("evasion: differential fuzzing, what nginx served against the policy",
       if (idx < first || idx >= first + n) continue;  // an earlier round's
       const std::size_t i = idx - first;
       ++served;
+      if (line.find(" 2001:db8:c::77 ") != std::string::npos) ++served_v6;
       const auto [host, uri] = host_and_uri(line);
       if (host == "app.example.com" && uri.rfind("/ok/", 0) == 0) continue;
       if (++failures <= 20) {
@@ -1719,7 +1721,9 @@ TEST_CASE("evasion: differential fuzzing, what nginx served against the policy",
     if (v.is_number() && v.get<std::uint64_t>() > 0) reasons += cat(" ", k, ":", v.get<std::uint64_t>());
   std::cerr << "evasion fuzz: fail mode" << reasons << "\n";
   std::cerr << "evasion fuzz: " << cases << " cases, " << static_cast<long>(static_cast<double>(cases) / minutes)
-            << " cases/min, nginx served " << served_all << ", " << failures << " failures\n";
+            << " cases/min, nginx served " << served_all << " (" << served_v6 << " over IPv6), " << failures
+            << " failures\n";
   INFO(failures << " requests nginx served that the policy refuses (first 20):\n" << report.str());
+  CHECK(served_v6 > 0);  // the IPv6 connections (extension headers and all) reach nginx too
   CHECK(failures == 0);
 }
