@@ -996,6 +996,19 @@ struct {
 	__type(value, struct pd_opt_walk);
 } pd_egress_work SEC(".maps");
 
+/* The window scale a SYN-ACK sets (0 without the option, at most 14: RFC 7323 2.3), or -1
+ * without the work area to read its options in. */
+PD_INLINE int pd_synack_wscale(struct __sk_buff *skb, struct pd_pkt *p)
+{
+	__u32 z = 0;
+	struct pd_opt_walk *w = bpf_map_lookup_elem(&pd_egress_work, &z);
+	if (!w)
+		return -1;
+	__u64 o = pd_tcp_options_in(skb, w, p->l4_off, p->payload_off);
+	__u8 ws = ((o & PD_OPT_WS) && !(o & PD_OPT_BAD)) ? PD_OPT_WS_SHIFT(o) : 0;
+	return ws > 14 ? 14 : ws;
+}
+
 SEC("tc")
 int pd_egress(struct __sk_buff *skb)
 {
@@ -1034,13 +1047,10 @@ int pd_egress(struct __sk_buff *skb)
 		}
 		/* The server takes the SYN. The connection starts when the client acknowledges
 		 * this SYN-ACK (the entry program): a spoofed source never does. */
-		__u32 z = 0;
-		struct pd_opt_walk *w = bpf_map_lookup_elem(&pd_egress_work, &z);
-		if (!w)
+		int ws = pd_synack_wscale(skb, &p);
+		if (ws < 0)
 			return TC_ACT_OK;
-		__u64 o = pd_tcp_options_in(skb, w, p.l4_off, p.payload_off);
-		__u8 ws = ((o & PD_OPT_WS) && !(o & PD_OPT_BAD)) ? PD_OPT_WS_SHIFT(o) : 0;
-		e->srv_wscale = ws > 14 ? 14 : ws; /* RFC 7323 2.3 */
+		e->srv_wscale = (__u8)ws;
 		e->srv_isn = p.seq;
 		e->srv_win = p.win;
 		e->synack = 1;
@@ -1057,13 +1067,10 @@ int pd_egress(struct __sk_buff *skb)
 			pd_flow_start(f, f->syn_isn, 0, 0);
 		}
 		/* the SYN-ACK: the window scale it sets, and a window that is never scaled */
-		__u32 z = 0;
-		struct pd_opt_walk *w = bpf_map_lookup_elem(&pd_egress_work, &z);
-		if (!w)
+		int ws = pd_synack_wscale(skb, &p);
+		if (ws < 0)
 			return TC_ACT_OK;
-		__u64 o = pd_tcp_options_in(skb, w, p.l4_off, p.payload_off);
-		__u8 ws = ((o & PD_OPT_WS) && !(o & PD_OPT_BAD)) ? PD_OPT_WS_SHIFT(o) : 0;
-		f->srv_wscale = ws > 14 ? 14 : ws; /* RFC 7323 2.3 */
+		f->srv_wscale = (__u8)ws;
 		f->srv_data = end;
 		f->srv_nxt = end;
 		f->srv_ack = p.ack;
