@@ -453,4 +453,64 @@ Plan plan(const Tables& a, const Tables& b) {
   return p;
 }
 
+Result<Compiled> compile_policy(const config::Policy& policy, uint32_t gen, uint64_t seed, KeyFiles key_files) {
+  std::vector<std::string> warnings;
+  JwtKeyMaterial material;
+  std::map<std::string, jwt::Keys> keys;
+  if (auto read = read_key_material(policy)) {
+    material = std::move(*read);
+    for (const auto& [name, provider] : policy.jwt_providers) {
+      auto k = provider_keys(material, name, provider);
+      if (!k) return k.error();
+      for (const auto& skipped : k->skipped) warnings.push_back(fmt::format("jwt provider '{}': {}", name, skipped));
+      keys.emplace(name, std::move(*k));
+    }
+  } else if (key_files == KeyFiles::WhereReadable) {
+    warnings.push_back(read.error().message + " (not checked here; the daemon reads it at apply)");
+    for (const auto& [name, provider] : policy.jwt_providers)
+      if (provider.secret_file) material.secrets[name] = "unread";  // compiles; never sent anywhere
+  } else {
+    return read.error();
+  }
+  auto tables = compile(policy, gen, seed, &material);
+  if (!tables) return tables.error();
+  tables->warnings.insert(tables->warnings.begin(), warnings.begin(), warnings.end());
+  return Compiled{std::move(*tables), std::move(keys)};
+}
+
+uint64_t tables_digest(const Tables& t) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto mix = [&h](const void* p, size_t n) {
+    auto* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ULL;
+  };
+  pd_config c = t.config;
+  c.gen_tag = 0;
+  mix(&c, sizeof(c));
+  mix(t.next, sizeof(t.next));
+  for (auto e : t.listeners) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
+  for (auto e : t.hosts) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
+  for (auto e : t.routes) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
+  for (auto [idx, p] : t.jwt_providers) {
+    idx %= PD_JWT_PROVIDERS;
+    mix(&idx, sizeof(idx));
+    mix(&p, sizeof(p));
+  }
+  for (auto e : t.jwt_claims) {
+    e.key.gen = 0;
+    mix(&e, sizeof(e));
+  }
+  for (const auto& l : t.limits) mix(&l, sizeof(l));
+  return h;
+}
+
 }  // namespace policyd::chain

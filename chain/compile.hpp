@@ -3,12 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "chain/abi.hpp"
 #include "chain/jwt_tables.hpp"
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 #include "config/policy.hpp"
 
 namespace policyd::chain {
@@ -62,5 +63,25 @@ uint8_t action_of(config::Action action);
 // (needed when a provider lists an HS* algorithm).
 Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed,
                        const JwtKeyMaterial* keys = nullptr);
+
+// What a policy becomes: the tables of one generation and the JWT providers' keys for the
+// daemon's verifier. The daemon's apply and `policyctl validate` both come here, so what
+// validate accepts is what the daemon would apply.
+struct Compiled {
+  Tables tables;
+  std::map<std::string, jwt::Keys> keys;  // provider name -> keys (from the bytes the tables used)
+};
+
+// How to treat providers' key files this process cannot read: the daemon must read them
+// (Required); `policyctl validate` may run as another user or on another host, and checks
+// everything else with a warning that names the file (WhereReadable).
+enum class KeyFiles { Required, WhereReadable };
+
+// Reads the providers' key files (every call: a rotated file takes effect at the next apply)
+// and compiles. Keys a JWK Set holds but policyd cannot use are warnings.
+Result<Compiled> compile_policy(const config::Policy& policy, uint32_t gen, uint64_t seed, KeyFiles key_files);
+
+// A digest of compiled tables (generation-independent): equal digests, equal tables.
+uint64_t tables_digest(const Tables& t);
 
 }  // namespace policyd::chain

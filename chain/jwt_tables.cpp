@@ -10,7 +10,7 @@
 
 #include "chain/hash.hpp"
 #include "chain/hmac.hpp"
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 namespace policyd::chain {
 

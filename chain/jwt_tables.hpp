@@ -17,9 +17,9 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "chain/abi.hpp"
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 #include "config/policy.hpp"
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 namespace policyd::chain {
 

@@ -751,10 +751,6 @@ std::vector<StageKind> parse_chain(const YAML::Node& node) {
   return chain;
 }
 
-bool in_chain(const Policy& policy, StageKind stage) {
-  return std::find(policy.chain.begin(), policy.chain.end(), stage) != policy.chain.end();
-}
-
 template <typename T>
 std::string defined_names(const std::map<std::string, T>& items, std::string_view section) {
   if (items.empty()) return "(no " + std::string(section) + " are defined)";
@@ -808,7 +804,7 @@ void check_route(const Policy& policy, const Route& route, const YAML::Node& nod
       fail(mark, "unknown jwt provider " + in_quotes(route.jwt->provider) + " " +
                      defined_names(policy.jwt_providers, "jwt_providers"));
     }
-    if (!in_chain(policy, StageKind::Jwt)) {
+    if (!policy.runs(StageKind::Jwt)) {
       fail(mark, "route requires a JWT from " + in_quotes(route.jwt->provider) +
                      " but 'jwt' is not in the chain");
     }
@@ -820,7 +816,7 @@ void check_route(const Policy& policy, const Route& route, const YAML::Node& nod
       fail(mark, "unknown ratelimit " + in_quotes(*route.ratelimit) + " " +
                      defined_names(policy.ratelimits, "ratelimits"));
     }
-    if (!in_chain(policy, StageKind::Ratelimit)) {
+    if (!policy.runs(StageKind::Ratelimit)) {
       fail(mark, "route uses ratelimit " + in_quotes(*route.ratelimit) +
                      " but 'ratelimit' is not in the chain");
     }
@@ -917,7 +913,7 @@ Policy decode_policy(const YAML::Node& root, const std::filesystem::path& base) 
         fail(element.Mark(), "too many sni rules: a policy holds at most " + std::to_string(kMaxSniRules));
       policy.sni.push_back(std::move(rule));
     }
-    if (!policy.sni.empty() && !in_chain(policy, StageKind::Sni)) {
+    if (!policy.sni.empty() && !policy.runs(StageKind::Sni)) {
       fail(f.key_mark("sni"),
            "sni rules are defined but 'sni' is not in the chain, so they would never apply");
     }
@@ -936,7 +932,7 @@ Policy decode_policy(const YAML::Node& root, const std::filesystem::path& base) 
 
   if (auto hosts = f.get("hosts")) {
     parse_hosts(policy, *hosts);
-    if (!policy.hosts.empty() && !in_chain(policy, StageKind::Host)) {
+    if (!policy.hosts.empty() && !policy.runs(StageKind::Host)) {
       fail(f.key_mark("hosts"),
            "hosts are defined but 'host' is not in the chain, so they would never apply");
     }

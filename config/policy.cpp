@@ -1,6 +1,8 @@
 // Names of the Policy enumerations as they are spelled in policy files.
 #include "config/policy.hpp"
 
+#include <algorithm>
+
 namespace policyd::config {
 
 namespace {
@@ -85,6 +87,8 @@ std::string_view to_string(QuicMode q) {
   }
   return "";
 }
+
+bool Policy::runs(StageKind stage) const { return std::find(chain.begin(), chain.end(), stage) != chain.end(); }
 
 std::string_view to_string(StageKind s) {
   switch (s) {

@@ -161,6 +161,9 @@ struct Policy {
   std::map<std::string, RateLimit> ratelimits;
   std::string source_path;  // the file (or name) the policy was loaded from
 
+  // Is `stage` in the chain? (the loader's checks and the reference evaluation both ask)
+  bool runs(StageKind stage) const;
+
   bool operator==(const Policy&) const = default;
 };
 

@@ -12,7 +12,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 
 namespace policyd {
 

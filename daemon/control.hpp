@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 
 namespace policyd::control {
 

@@ -22,7 +22,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 #include "daemon/control.hpp"
 
 namespace policyd::control {

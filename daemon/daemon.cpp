@@ -27,9 +27,9 @@
 
 #include "chain/abi.hpp"
 #include "chain/compile.hpp"
-#include "chain/kernel_probe.hpp"
-#include "chain/policy_store.hpp"
-#include "chain/preflight.hpp"
+#include "chain/kernel/kernel_probe.hpp"
+#include "chain/kernel/policy_store.hpp"
+#include "chain/kernel/preflight.hpp"
 #include "config/loader.hpp"
 
 #ifndef POLICYD_VERSION_STRING
@@ -206,19 +206,12 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   ApplyReport report;
   report.dry_run = dry_run;
   uint32_t gen = dp_->inactive_gen();
-  // the JWT providers' keys: read on every apply, so a rotated secret_file or jwks_file
+  // the JWT providers' keys are read on every apply, so a rotated secret_file or jwks_file
   // takes effect with `policyctl apply` or SIGHUP
-  auto material = chain::read_key_material(policy);
-  if (!material) return material.error();
-  std::map<std::string, jwt::Keys> keys;
-  for (const auto& [name, p] : policy.jwt_providers) {
-    auto k = chain::provider_keys(*material, name, p);
-    if (!k) return k.error();
-    for (const auto& skipped : k->skipped) spdlog::get("config")->warn("jwt provider '{}': {}", name, skipped);
-    keys.emplace(name, std::move(*k));
-  }
-  auto tables = chain::compile(policy, gen, dp_->hash_seed(), &*material);
-  if (!tables) return tables.error();
+  auto compiled = chain::compile_policy(policy, gen, dp_->hash_seed(), chain::KeyFiles::Required);
+  if (!compiled) return compiled.error();
+  auto* tables = &compiled->tables;
+  auto& keys = compiled->keys;
   outcome = metrics::ApplyResult::refused;
   report.warnings = tables->warnings;
   // the flow and bucket tables are sized when they are created: a new size waits for a fresh chain
@@ -239,7 +232,7 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   if (generation_ != 0 && chain::tables_digest(*tables) == dp_->active_digest()) {
     outcome = metrics::ApplyResult::ok;
     policy_ = policy;
-    tables_ = std::move(tables.value());
+    tables_ = std::move(*tables);
     if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
     if (events_) events_->set_active(policy_, tables_, generation_);
     report.plan.changes.clear();
@@ -270,7 +263,7 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   report.generation = generation_;
   report.preflight_probes = pf->probes;
   policy_ = policy;
-  tables_ = std::move(tables.value());
+  tables_ = std::move(*tables);
   if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
   if (events_) events_->set_active(policy_, tables_, generation_);
   applied_at_ = static_cast<int64_t>(std::time(nullptr));

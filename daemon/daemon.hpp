@@ -10,7 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 #include "chain/stage.hpp"
 #include "config/policy.hpp"
 #include "daemon/control.hpp"

@@ -11,7 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "chain/abi.hpp"
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 namespace policyd {
 

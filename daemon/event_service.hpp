@@ -20,7 +20,7 @@
 #include <spdlog/common.h>
 
 #include "chain/compile.hpp"
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 #include "config/policy.hpp"
 #include "daemon/control_server.hpp"
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <thread>
 
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 
 namespace policyd {
 

@@ -28,10 +28,10 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "chain/compile.hpp"
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 #include "config/policy.hpp"
 #include "daemon/fair_queue.hpp"
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 struct ring_buffer;
 

@@ -16,7 +16,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 
 namespace policyd {
 

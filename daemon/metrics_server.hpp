@@ -21,7 +21,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 
 namespace policyd {
 

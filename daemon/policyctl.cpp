@@ -61,37 +61,19 @@ std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 int check_policy(const std::string& file, bool as_json, bool report_success) {
   try {
     auto policy = policyd::config::load_policy_file(file);
-    // The JWT providers' key files are the daemon's: read them when this user can, as the
-    // daemon will; when they cannot be read here (another user, another host) everything
-    // else is still checked, with a warning, and the daemon checks the files at apply.
-    std::vector<std::string> key_warnings;
-    policyd::chain::JwtKeyMaterial material;
-    if (auto read = policyd::chain::read_key_material(policy)) {
-      material = std::move(*read);
-      for (const auto& [name, provider] : policy.jwt_providers)
-        if (auto keys = policyd::chain::provider_keys(material, name, provider); !keys) {
-          const auto& msg = keys.error().message;
-          if (as_json)
-            std::puts(json{{"valid", false}, {"error", msg}}.dump().c_str());
-          else
-            std::fprintf(stderr, "%s\n", msg.c_str());
-          return kInvalid;
-        }
-    } else {
-      key_warnings.push_back(read.error().message + " (not checked here; the daemon reads it at apply)");
-      for (const auto& [name, provider] : policy.jwt_providers)
-        if (provider.secret_file) material.secrets[name] = "unread";  // compiles; never sent anywhere
-    }
-    // What the dataplane would be given: the same compile the daemon runs.
-    auto tables = policyd::chain::compile(policy, 0, 0, &material);
-    if (tables) tables->warnings.insert(tables->warnings.begin(), key_warnings.begin(), key_warnings.end());
-    if (!tables) {
+    // What the dataplane would be given: the same compile the daemon runs. The JWT providers'
+    // key files are the daemon's: read when this user can, as the daemon will; when they
+    // cannot be read here (another user, another host) everything else is still checked, with
+    // a warning, and the daemon checks the files at apply.
+    auto compiled = policyd::chain::compile_policy(policy, 0, 0, policyd::chain::KeyFiles::WhereReadable);
+    if (!compiled) {
       if (as_json)
-        std::puts(json{{"valid", false}, {"error", tables.error().message}}.dump().c_str());
+        std::puts(json{{"valid", false}, {"error", compiled.error().message}}.dump().c_str());
       else
-        std::fprintf(stderr, "%s\n", tables.error().message.c_str());
+        std::fprintf(stderr, "%s\n", compiled.error().message.c_str());
       return kInvalid;
     }
+    const auto* tables = &compiled->tables;
     size_t routes = 0;
     for (const auto& h : policy.hosts) routes += h.routes.size();
     if (!report_success) return kDone;

@@ -2,8 +2,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include "chain/dataplane.hpp"
-#include "chain/kernel_probe.hpp"
+#include "chain/kernel/dataplane.hpp"
+#include "chain/kernel/kernel_probe.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/log.hpp"
 

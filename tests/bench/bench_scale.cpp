@@ -46,7 +46,7 @@
 
 #include "bench_util.hpp"
 #include "chain/compile.hpp"
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 #include "config/loader.hpp"
 #include "harness.hpp"
 #include "packet.hpp"

@@ -20,10 +20,10 @@
 #include <vector>
 
 #include "chain/compile.hpp"
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 #include "config/loader.hpp"
 #include "empty.skel.h"
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 #include "packet.hpp"
 
 #include <nlohmann/json.hpp>

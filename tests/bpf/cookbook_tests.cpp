@@ -37,7 +37,7 @@
 #include "chain/jwt_tables.hpp"
 #include "config/loader.hpp"
 #include "fixture.hpp"
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 using namespace policyd;
 using namespace policyd::test;

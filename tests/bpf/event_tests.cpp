@@ -17,7 +17,7 @@
 #include <bpf/libbpf.h>
 
 #include "chain/compile.hpp"
-#include "chain/preflight.hpp"
+#include "chain/kernel/preflight.hpp"
 #include "config/loader.hpp"
 #include "fixture.hpp"
 

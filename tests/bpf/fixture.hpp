@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 #include "packet.hpp"
 
 namespace policyd::test {

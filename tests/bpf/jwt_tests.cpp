@@ -20,7 +20,7 @@
 #include "chain/compile.hpp"
 #include "config/loader.hpp"
 #include "fixture.hpp"
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 #include "tests/jwt/support.hpp"
 
 using namespace policyd;

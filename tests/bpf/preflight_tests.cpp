@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "chain/compile.hpp"
-#include "chain/preflight.hpp"
+#include "chain/kernel/preflight.hpp"
 #include "config/loader.hpp"
 #include "fixture.hpp"
 

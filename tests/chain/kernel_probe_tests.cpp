@@ -25,7 +25,7 @@
 #include <fmt/format.h>
 
 #include "chain/abi.hpp"  // the shared layouts the skeletons name
-#include "chain/kernel_probe.hpp"
+#include "chain/kernel/kernel_probe.hpp"
 #include "entry.skel.h"
 #include "host.skel.h"
 #include "http.skel.h"

@@ -1,6 +1,6 @@
 // The policy pinned beside the chain (chain/policy_store.hpp): on a real bpffs, written,
 // replaced and read back byte for byte, and nothing else is mistaken for one.
-#include "chain/policy_store.hpp"
+#include "chain/kernel/policy_store.hpp"
 
 #include <bpf/bpf.h>
 #include <sys/mount.h>

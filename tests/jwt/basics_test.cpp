@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 using namespace policyd::jwt;
 

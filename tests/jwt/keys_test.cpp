@@ -5,7 +5,7 @@
 #include <catch2/catch.hpp>
 #include <string>
 
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 #include "tests/jwt/support.hpp"
 
 using namespace policyd;

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 #include "tests/jwt/support.hpp"
 
 using namespace policyd;

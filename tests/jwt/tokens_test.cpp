@@ -8,7 +8,7 @@
 #include <set>
 #include <string>
 
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 #include "tests/jwt/support.hpp"
 
 using nlohmann::json;

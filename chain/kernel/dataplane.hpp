@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "chain/compile.hpp"
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 
 struct entry_bpf;
 struct http_bpf;
@@ -198,8 +198,5 @@ inline constexpr std::chrono::milliseconds kRefillGrace{20};
 // TC handle/priority of policyd's filter: constant, so a restart replaces it in place.
 inline constexpr uint32_t kTcHandle = 0x5044;  // "PD"
 inline constexpr uint32_t kTcPriority = 1;
-
-// A digest of compiled tables (generation-independent): equal digests, equal tables.
-uint64_t tables_digest(const Tables& t);
 
 }  // namespace policyd::chain

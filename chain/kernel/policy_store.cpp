@@ -1,4 +1,4 @@
-#include "chain/policy_store.hpp"
+#include "chain/kernel/policy_store.hpp"
 
 #include <bpf/bpf.h>
 #include <fmt/format.h>

@@ -1,14 +1,13 @@
-// Preflight: before a prepared generation goes live, requests synthesized from the policy
-// (for every route: one it matches and ones it must not) run through the real programs of
-// that generation with BPF_PROG_TEST_RUN, and each verdict is compared with what the policy
-// means — evaluated independently, here, by a reference implementation of POLICY.md.
+// The reference evaluation of POLICY.md — what a policy means for one request or one
+// ClientHello, written independently of the compile step and the dataplane — and the probes
+// made from a policy (for every route: one request it matches and ones it must not). Preflight
+// (chain/kernel/preflight.hpp) runs the probes through a prepared generation and compares.
 #pragma once
 
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "chain/dataplane.hpp"
 #include "config/policy.hpp"
 
 namespace policyd::chain {
@@ -37,14 +36,8 @@ config::Action reference_sni_action(const config::Policy& policy, const std::opt
 // The probes for a policy: at most `limit` (the earliest rules first).
 std::vector<Probe> synthesize(const config::Policy& policy, size_t limit);
 
-struct PreflightReport {
-  size_t probes = 0;
-  size_t rules = 0;   // routes and sni rules in the policy
-  std::vector<std::string> failures;  // "GET http://h/p: policy says deny, dataplane says allow (why)"
-};
-
-// Runs every probe against generation `gen` (prepared, not active). Error only if the
-// probes could not run at all.
-Result<PreflightReport> preflight(Dataplane& dp, const config::Policy& policy, uint32_t gen, size_t limit = 4096);
+// What the policy says for a probe (a pd_action): a route that needs a token refuses a probe,
+// which carries none.
+unsigned expected_action(const config::Policy& policy, const Probe& probe);
 
 }  // namespace policyd::chain

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 namespace policyd::jwt::detail {
 

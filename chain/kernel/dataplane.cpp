@@ -1,4 +1,4 @@
-#include "chain/dataplane.hpp"
+#include "chain/kernel/dataplane.hpp"
 
 #include <dirent.h>
 #include <errno.h>
@@ -23,7 +23,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "chain/kernel_probe.hpp"
+#include "chain/kernel/kernel_probe.hpp"
 #include "entry.skel.h"
 #include "host.skel.h"
 #include "jwt.skel.h"
@@ -188,41 +188,6 @@ uint64_t Dataplane::build_id() {
     return h;
   }();
   return id;
-}
-
-uint64_t tables_digest(const Tables& t) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  auto mix = [&h](const void* p, size_t n) {
-    auto* b = static_cast<const unsigned char*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ULL;
-  };
-  pd_config c = t.config;
-  c.gen_tag = 0;
-  mix(&c, sizeof(c));
-  mix(t.next, sizeof(t.next));
-  for (auto e : t.listeners) {
-    e.key.gen = 0;
-    mix(&e, sizeof(e));
-  }
-  for (auto e : t.hosts) {
-    e.key.gen = 0;
-    mix(&e, sizeof(e));
-  }
-  for (auto e : t.routes) {
-    e.key.gen = 0;
-    mix(&e, sizeof(e));
-  }
-  for (auto [idx, p] : t.jwt_providers) {
-    idx %= PD_JWT_PROVIDERS;
-    mix(&idx, sizeof(idx));
-    mix(&p, sizeof(p));
-  }
-  for (auto e : t.jwt_claims) {
-    e.key.gen = 0;
-    mix(&e, sizeof(e));
-  }
-  for (const auto& l : t.limits) mix(&l, sizeof(l));
-  return h;
 }
 
 namespace {

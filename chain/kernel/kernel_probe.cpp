@@ -1,4 +1,4 @@
-#include "chain/kernel_probe.hpp"
+#include "chain/kernel/kernel_probe.hpp"
 
 #include <sys/mman.h>
 #include <sys/utsname.h>

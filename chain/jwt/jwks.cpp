@@ -13,7 +13,7 @@
 #include <cstring>
 #include <utility>
 
-#include "jwt/internal.hpp"
+#include "chain/jwt/internal.hpp"
 
 namespace policyd::jwt {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 
 namespace policyd::chain {
 

@@ -9,7 +9,7 @@
 #include <optional>
 #include <string>
 
-#include "jwt/internal.hpp"
+#include "chain/jwt/internal.hpp"
 
 namespace policyd::jwt::detail {
 

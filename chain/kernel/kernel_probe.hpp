@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-#include "chain/result.hpp"
+#include "chain/base/result.hpp"
 
 namespace policyd::chain {
 

@@ -1,5 +1,5 @@
 // Names, base64url, the Authorization value, parsing a compact JWS, and the checks of verify().
-#include "jwt/jwt.hpp"
+#include "chain/jwt/jwt.hpp"
 
 #include <fmt/format.h>
 
@@ -10,7 +10,7 @@
 #include <set>
 #include <utility>
 
-#include "jwt/internal.hpp"
+#include "chain/jwt/internal.hpp"
 
 namespace policyd::jwt {
 
