@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "chain/compile.hpp"
+#include "chain/stage.hpp"
 
 namespace policyd::chain {
 
@@ -28,34 +29,8 @@ bool path_matches(const config::PathMatch& m, const std::string& path) {
   return path.compare(0, m.value.size(), m.value) == 0;
 }
 
-std::string example_host(const std::string& pattern) {
-  if (pattern == "*") return "preflight.invalid";
-  if (pattern.rfind("*.", 0) == 0) return "preflight." + pattern.substr(2);
-  return pattern;
-}
-
-std::string where(const config::SourceLoc& loc) { return fmt::format("{}:{}:{}", loc.file, loc.line, loc.column); }
-
-uint32_t first_bit(uint32_t mask) {
-  for (uint32_t b = 1; b; b <<= 1)
-    if (mask & b) return b;
-  return config::GET;
-}
-
-// a method outside `mask` (0 if every method is in it)
-uint32_t other_method(uint32_t mask) {
-  for (uint32_t b : {config::DELETE, config::PATCH, config::PUT, config::POST, config::GET})
-    if (!(mask & b)) return b;
-  return 0;
-}
-
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string upper(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return s;
 }
 
@@ -92,50 +67,7 @@ Action reference_sni_action(const config::Policy& policy, const std::optional<st
 
 std::vector<Probe> synthesize(const config::Policy& policy, size_t limit) {
   std::vector<Probe> probes;
-  auto add = [&](uint32_t method, std::string host, std::string path, std::string why) {
-    if (probes.size() >= limit) return;
-    probes.push_back(Probe{Probe::Http, std::string(config::to_string(static_cast<config::Method>(method))), std::move(host),
-                           std::move(path), method, std::move(why)});
-  };
-  for (size_t hi = 0; hi < policy.hosts.size(); ++hi) {
-    const auto& h = policy.hosts[hi];
-    for (const auto& pattern : h.matches) {
-      std::string host = example_host(pattern);
-      for (size_t ri = 0; ri < h.routes.size(); ++ri) {
-        const auto& r = h.routes[ri];
-        std::string why = fmt::format("host {} ('{}') route {} at {}", hi + 1, pattern, ri + 1, where(r.loc));
-        std::string path = r.path.kind == config::PathMatch::Exact ? r.path.value : r.path.value + "pf";
-        add(first_bit(r.methods), host, path, why);                    // what the route takes
-        if (uint32_t other = other_method(r.methods); r.methods && other)
-          add(other, host, path, why + ", another method");             // its methods limit it
-        if (r.path.kind == config::PathMatch::Exact)
-          add(first_bit(r.methods), host, r.path.value + "-pf", why + ", a longer path");
-      }
-      add(config::GET, host, "/preflight-no-route", fmt::format("host {} ('{}'), no route", hi + 1, pattern));
-    }
-  }
-  add(config::GET, "preflight-no-host.invalid", "/", "no host");
-
-  bool tls = std::any_of(policy.listeners.begin(), policy.listeners.end(),
-                         [](const config::Listener& l) { return l.protocol == config::Protocol::Tls; });
-  if (!tls) return probes;
-  auto add_tls = [&](std::string name, std::string why) {
-    if (probes.size() >= limit) return;
-    Probe p;
-    p.kind = Probe::Tls;
-    p.host = std::move(name);
-    p.why = std::move(why);
-    probes.push_back(std::move(p));
-  };
-  for (size_t i = 0; i < policy.sni.size(); ++i) {
-    const auto& r = policy.sni[i];
-    std::string why = fmt::format("sni rule {} ('{}') at {}", i + 1, r.match, where(r.loc));
-    std::string name = example_host(r.match);
-    add_tls(name, why);
-    add_tls(upper(name) + ".", why + ", upper case with a trailing dot");
-  }
-  add_tls("preflight-no-sni-rule.invalid", "no sni rule");
-  add_tls("", "no server_name (missing_sni)");
+  for (const auto& stage : stages()) stage->probes(policy, limit, probes);
   return probes;
 }
 

@@ -42,14 +42,6 @@ namespace {
 
 std::shared_ptr<spdlog::logger> log_main() { return spdlog::get("main"); }
 
-// Runs f when the scope ends, however it ends.
-template <typename F>
-struct OnExit {
-  F f;
-  ~OnExit() { f(); }
-};
-template <typename F>
-OnExit(F) -> OnExit<F>;
 
 bool on_bpffs(const std::string& dir) {
   struct statfs st {};
@@ -98,7 +90,7 @@ Daemon::Daemon(DaemonOptions opts)
       ctl_(io_, opts_.socket_path, commands_) {}
 
 bool Daemon::wanted(const std::string& ifname) const {
-  for (const auto& glob : policy_.interfaces)
+  for (const auto& glob : chain_->policy().interfaces)
     if (fnmatch(glob.c_str(), ifname.c_str(), 0) == 0) return true;
   return false;
 }
@@ -149,7 +141,7 @@ Status Daemon::attach_matching(const config::Policy& policy) {
 void Daemon::on_link_event(const LinkEvent& ev) {
   if (ev.kind == LinkEvent::Kind::Overrun) {
     log_main()->warn("rtnetlink: notifications were lost (socket buffer full); checking every interface");
-    if (auto st = attach_matching(policy_); !st) log_main()->error("{}", st.error().message);
+    if (auto st = attach_matching(chain_->policy()); !st) log_main()->error("{}", st.error().message);
     return;
   }
   char buf[IF_NAMESIZE] = {};
@@ -173,7 +165,7 @@ void Daemon::on_link_event(const LinkEvent& ev) {
   if (!wanted(name)) {
     if (was_tracked) {
       if (auto st = dp_->detach(name); !st) log_main()->error("{}", st.error().message);
-      log_main()->info("detached from {}: it matches no interfaces glob ({})", name, fmt::join(policy_.interfaces, ", "));
+      log_main()->info("detached from {}: it matches no interfaces glob ({})", name, fmt::join(chain_->policy().interfaces, ", "));
     }
     return;
   }
@@ -191,88 +183,36 @@ void Daemon::on_link_event(const LinkEvent& ev) {
                      link_event_name(ev.kind), us);
   } else {
     ++links_.attached;
-    log_main()->info("{} appeared and matches {}; attached in {} us", name, fmt::join(policy_.interfaces, ", "), us);
+    log_main()->info("{} appeared and matches {}; attached in {} us", name, fmt::join(chain_->policy().interfaces, ", "), us);
   }
 }
 
 Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
-  auto started = std::chrono::steady_clock::now();
-  // Counted however it ends (a dry run is not an apply): invalid until the policy compiled,
-  // refused from there until the flip (only the kernel or preflight can say no then), ok after.
-  auto outcome = metrics::ApplyResult::invalid;
-  OnExit count{[&] {
-    if (!dry_run) count_apply(outcome, started);
-  }};
-  ApplyReport report;
-  report.dry_run = dry_run;
-  uint32_t gen = dp_->inactive_gen();
-  // the JWT providers' keys are read on every apply, so a rotated secret_file or jwks_file
-  // takes effect with `policyctl apply` or SIGHUP
-  auto compiled = chain::compile_policy(policy, gen, dp_->hash_seed(), chain::KeyFiles::Required);
-  if (!compiled) return compiled.error();
-  auto* tables = &compiled->tables;
-  auto& keys = compiled->keys;
-  outcome = metrics::ApplyResult::refused;
-  report.warnings = tables->warnings;
-  // the flow and bucket tables are sized when they are created: a new size waits for a fresh chain
-  if (flows_sized_ != 0 && policy.limits.max_flows != flows_sized_)
-    report.warnings.push_back(fmt::format("limits.max_flows {} is not applied: the flow table keeps its {} entries "
-                                          "(it is sized when created; to resize it, detach and start policyd again)",
-                                          policy.limits.max_flows, flows_sized_));
-  report.plan = chain::plan(tables_, *tables);
-  report.generation = generation_;
-  auto elapsed = [&] {
-    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
-  };
-  if (dry_run) {
-    report.duration_us = elapsed();
+  const auto started = std::chrono::steady_clock::now();
+  chain::ApplyStop stopped = chain::ApplyStop::None;
+  auto report = chain_->apply(policy, dry_run, &stopped);
+  if (dry_run) return report;
+  // counted however it ended: invalid until the policy compiled, refused from there until the flip
+  count_apply(stopped == chain::ApplyStop::Invalid   ? metrics::ApplyResult::invalid
+              : stopped == chain::ApplyStop::Refused ? metrics::ApplyResult::refused
+                                                     : metrics::ApplyResult::ok,
+              started);
+  if (!report) return report;
+  for (const auto& w : report->warnings) spdlog::get("config")->warn("{}", w);
+  // the services follow the active generation (a new key set counts even when the tables do not change)
+  if (jwt_) jwt_->set_active(chain_->policy(), chain_->tables(), chain_->take_keys());
+  if (events_) events_->set_active(chain_->policy(), chain_->tables(), chain_->generation());
+  if (report->unchanged) {
+    spdlog::get("chain")->info("policy unchanged: generation {} stays", chain_->generation());
     return report;
   }
-  for (const auto& w : report.warnings) spdlog::get("config")->warn("{}", w);
-  if (generation_ != 0 && chain::tables_digest(*tables) == dp_->active_digest()) {
-    outcome = metrics::ApplyResult::ok;
-    policy_ = policy;
-    tables_ = std::move(*tables);
-    if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
-    if (events_) events_->set_active(policy_, tables_, generation_);
-    report.plan.changes.clear();
-    report.duration_us = elapsed();
-    spdlog::get("chain")->info("policy unchanged: generation {} stays", generation_);
-    return report;
-  }
-  // prepare: fill the inactive generation; nothing live changes
-  if (auto st = dp_->prepare(*tables, gen, generation_ + 1); !st) return st.error();
-  // test-only: POLICYD_TEST_CORRUPT_PREPARED=N corrupts the generation numbered N
-  if (const char* n = std::getenv("POLICYD_TEST_CORRUPT_PREPARED"); n && std::to_string(generation_ + 1) == n)
-    if (auto st = dp_->corrupt_for_test(gen); !st) return st.error();
-  // preflight: the prepared generation must agree with the policy on requests made from it
-  auto pf = chain::preflight(*dp_, policy, gen);
-  if (!pf) return pf.error();
-  if (!pf->failures.empty()) {
-    std::string detail;
-    for (const auto& f : pf->failures) detail += f + "\n";
-    return make_error(fmt::format("preflight: {} of {} probes disagree with the policy; nothing was changed, "
-                                  "generation {} stays",
-                                  pf->failures.size(), pf->probes, generation_),
-                      detail);
-  }
-  // commit: one store
-  dp_->flip(gen);
-  outcome = metrics::ApplyResult::ok;
-  ++generation_;
-  report.generation = generation_;
-  report.preflight_probes = pf->probes;
-  policy_ = policy;
-  tables_ = std::move(*tables);
-  if (jwt_) jwt_->set_active(policy_, tables_, std::move(keys));
-  if (events_) events_->set_active(policy_, tables_, generation_);
   applied_at_ = static_cast<int64_t>(std::time(nullptr));
-  report.duration_us = elapsed();
+  const auto& t = chain_->tables();
   spdlog::get("chain")->info("generation {} active ({} listeners, {} host patterns, {} routes; preflight {} probes; "
                              "{} us)",
-                             generation_, tables_.listeners.size(), tables_.hosts.size(), tables_.rules.size(),
-                             report.preflight_probes, report.duration_us);
-  for (const auto& c : report.plan.changes) spdlog::get("chain")->info("  {}: {}", c.stage, c.what);
+                             chain_->generation(), t.listeners.size(), t.hosts.size(), t.rules.size(),
+                             report->preflight_probes, report->duration_us);
+  for (const auto& c : report->plan.changes) spdlog::get("chain")->info("  {}: {}", c.stage, c.what);
   return report;
 }
 
@@ -317,18 +257,18 @@ int Daemon::start() {
     log_main()->error("{}", st.error().message);
     return 2;
   }
-  chain::Dataplane::Options o;
-  o.pin_dir = opts_.pin_dir;
-  o.max_flows = policy.limits.max_flows;
-  o.test_verifier_reject = std::getenv("POLICYD_TEST_VERIFIER_REJECT") != nullptr;
-  auto dp = chain::Dataplane::load(o);
-  if (!dp) {
-    log_main()->error("{}", dp.error().message);
-    if (!dp.error().detail.empty()) spdlog::get("bpf")->error("verifier log (end):\n{}", dp.error().detail);
+  chain::Chain::Options o;
+  o.dataplane.pin_dir = opts_.pin_dir;
+  o.dataplane.max_flows = policy.limits.max_flows;
+  o.faults = opts_.faults;
+  auto opened = chain::Chain::open(o);
+  if (!opened) {
+    log_main()->error("{}", opened.error().message);
+    if (!opened.error().detail.empty()) spdlog::get("bpf")->error("verifier log (end):\n{}", opened.error().detail);
     return 2;
   }
-  dp_ = std::move(dp.value());
-  flows_sized_ = dp_->flow_table_size();
+  chain_ = std::move(*opened);
+  dp_ = &chain_->dataplane();
   flow_counter_ = std::make_unique<FlowCounter>(*dp_, std::chrono::seconds(2));
   if (opts_.bpf_stats) {
     if (auto fd = chain::Dataplane::enable_run_stats()) {
@@ -351,9 +291,8 @@ int Daemon::start() {
   }
   switch (dp_->origin()) {
     case chain::Dataplane::Origin::Adopted:
-      generation_ = dp_->active_tag();
       log_main()->info("adopted the chain pinned at {} (generation {}; programs, flows and verdicts kept)",
-                       opts_.pin_dir, generation_);
+                       opts_.pin_dir, chain_->generation());
       break;
     case chain::Dataplane::Origin::FlowsKept:
       log_main()->info("the chain pinned at {} is from another build: new programs, its flow table kept",
@@ -406,7 +345,7 @@ int Daemon::start() {
       },
       [this] {
         log_main()->warn("{} was deleted or moved away; generation {} keeps enforcing", opts_.config_path,
-                         generation_);
+                         chain_->generation());
       });
   if (auto st = watch_->start(); !st) log_main()->warn("not reloading on file changes: {}", st.error().message);
   register_commands();
@@ -424,11 +363,11 @@ int Daemon::start() {
   } else {
     log_main()->info("metrics off (--metrics {})", opts_.metrics.empty() ? "''" : opts_.metrics);
   }
-  log_main()->info("ready: generation {} from {}", generation_, policy_source_);
+  log_main()->info("ready: generation {} from {}", chain_->generation(), policy_source_);
   if (start_error_.empty())
-    sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", generation_);
+    sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", chain_->generation());
   else
-    sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u from the pinned chain; %s is invalid", generation_,
+    sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u from the pinned chain; %s is invalid", chain_->generation(),
                opts_.config_path.c_str());
   return 0;
 }
@@ -449,7 +388,7 @@ control::Response Daemon::reload() {
     auto policy = config::load_policy_string(text, opts_.config_path);
     auto report = apply(policy);
     if (!report) {
-      spdlog::get("chain")->error("reload refused, generation {} stays: {}\n{}", generation_, report.error().message,
+      spdlog::get("chain")->error("reload refused, generation {} stays: {}\n{}", chain_->generation(), report.error().message,
                                   report.error().detail);
       r = control::error_response(report.error());
     } else if (auto at = attach_matching(policy); !at) {
@@ -459,8 +398,8 @@ control::Response Daemon::reload() {
       policy_source_ = opts_.config_path;
       start_error_.clear();
       save_applied(opts_.config_path, text);
-      log_main()->info("ready: generation {} from {}", generation_, opts_.config_path);
-      r.text = fmt::format("generation {}", generation_);
+      log_main()->info("ready: generation {} from {}", chain_->generation(), opts_.config_path);
+      r.text = fmt::format("generation {}", chain_->generation());
       nlohmann::json changed = nlohmann::json::array();
       for (const auto& c : report->plan.changes) changed.push_back({{"stage", c.stage}, {"what", c.what}});
       r.arguments = {{"generation", report->generation},
@@ -471,10 +410,10 @@ control::Response Daemon::reload() {
     }
   } catch (const config::PolicyError& e) {
     count_apply(metrics::ApplyResult::invalid, started);
-    spdlog::get("config")->error("reload refused, generation {} stays: {}", generation_, e.what());
+    spdlog::get("config")->error("reload refused, generation {} stays: {}", chain_->generation(), e.what());
     r = control::Response{1, e.what(), nlohmann::json::object()};
   }
-  sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", generation_);
+  sd_notifyf(0, "READY=1\nSTATUS=enforcing generation %u", chain_->generation());
   return r;
 }
 
@@ -525,18 +464,19 @@ control::Response Daemon::cmd_status(const nlohmann::json&) {
   nlohmann::json ifs = nlohmann::json::array();
   for (const auto& a : dp_->attachments()) ifs.push_back({{"name", a.ifname}, {"ifindex", a.ifindex}});
   nlohmann::json stages = nlohmann::json::array();
-  for (uint32_t s : chain::kLoadedStages) {
+  for (const auto& stage : chain::stages()) {
+    const uint32_t s = stage->id();
     bool in_chain = s == PD_STAGE_ENTRY || s == PD_STAGE_HTTP || s == PD_STAGE_VERDICT ||
-                    std::find(tables_.stages.begin(), tables_.stages.end(), s) != tables_.stages.end();
-    stages.push_back({{"name", abi::stage_name(s)}, {"prog_id", dp_->prog_id(s)}, {"in_chain", in_chain}});
+                    std::find(chain_->tables().stages.begin(), chain_->tables().stages.end(), s) != chain_->tables().stages.end();
+    stages.push_back({{"name", stage->name()}, {"prog_id", dp_->prog_id(s)}, {"in_chain", in_chain}});
   }
   r.arguments = {{"version", POLICYD_VERSION_STRING},
-                 {"generation", generation_},
+                 {"generation", chain_->generation()},
                  {"policy_source", policy_source_},
                  {"pin_dir", opts_.pin_dir},
                  {"since", applied_at_},
                  {"interfaces", ifs},
-                 {"links", {{"interfaces", policy_.interfaces},
+                 {"links", {{"interfaces", chain_->policy().interfaces},
                             {"attached_later", links_.attached},
                             {"reattached", links_.reattached},
                             {"forgotten", links_.forgotten},
@@ -547,7 +487,7 @@ control::Response Daemon::cmd_status(const nlohmann::json&) {
                  {"egress", {{"prog_id", dp_->egress_prog_id()}}}};
   // started with an invalid policy file, enforcing the policy saved with the pinned chain
   if (!start_error_.empty()) r.arguments["policy_file_error"] = start_error_;
-  r.text = fmt::format("generation {}", generation_);
+  r.text = fmt::format("generation {}", chain_->generation());
   return r;
 }
 
@@ -555,8 +495,8 @@ metrics::Snapshot Daemon::snapshot() const {
   metrics::Snapshot s;
   s.version = POLICYD_VERSION_STRING;
   std::vector<uint32_t> rules;
-  for (const auto& ri : tables_.rules) rules.push_back(ri.rule);
-  const auto c = dp_->read_counters(dp_->active_gen(), rules, tables_.limits.size());
+  for (const auto& ri : chain_->tables().rules) rules.push_back(ri.rule);
+  const auto c = dp_->read_counters(dp_->active_gen(), rules, chain_->tables().limits.size());
   auto at = [&](unsigned i) -> uint64_t { return i < c.values.size() ? c.values[i] : 0; };
   s.counters = {.packets = at(PD_C_PACKETS),
                 .fast_path = at(PD_C_FAST_PATH),
@@ -575,11 +515,11 @@ metrics::Snapshot Daemon::snapshot() const {
     if (abi::ignored_name(g) != "unknown") s.ignored.emplace_back(abi::ignored_name(g), at(PD_C_IGNORED_BASE + g));
   for (unsigned a = PD_ACT_ALLOW; a <= PD_ACT_HOLD; ++a)
     s.verdicts.emplace_back(abi::action_name(a), at(PD_C_VERDICT_BASE + a));
-  for (uint32_t st : chain::kLoadedStages)  // the entry program's runs are `packets`
-    if (st != PD_STAGE_ENTRY) s.stages.emplace_back(abi::stage_name(st), at(PD_C_STAGE_BASE + st));
+  for (const auto& stage : chain::stages())  // the entry program's runs are `packets`
+    if (stage->id() != PD_STAGE_ENTRY) s.stages.emplace_back(stage->name(), at(PD_C_STAGE_BASE + stage->id()));
   for (unsigned r = 1; r < PD_R_MAX; ++r)
     if (abi::reason_name(r) != "unknown") s.fail_mode.emplace_back(abi::reason_name(r), at(PD_C_REASON_BASE + r));
-  for (const auto& ri : tables_.rules) {
+  for (const auto& ri : chain_->tables().rules) {
     auto hit = c.rule_hits.find(ri.rule);
     s.rules.push_back({ri.rule, ri.host_pattern, ri.path, ri.action, hit == c.rule_hits.end() ? 0 : hit->second});
   }
@@ -587,7 +527,7 @@ metrics::Snapshot Daemon::snapshot() const {
   s.ratelimit.limited = at(PD_C_RL_LIMITED);
   s.ratelimit.shared_bucket = at(PD_C_RL_SHARED);
   size_t i = 0;  // limits are compiled in the policy's (map) order
-  for (const auto& [name, rl] : policy_.ratelimits) {
+  for (const auto& [name, rl] : chain_->policy().ratelimits) {
     auto [allowed, limited] = i < c.limit_hits.size() ? c.limit_hits[i] : std::pair<uint64_t, uint64_t>{};
     s.ratelimit.limits.push_back({name, allowed, limited});
     ++i;
@@ -615,14 +555,14 @@ metrics::Snapshot Daemon::snapshot() const {
     s.events.followers = events_->followers();
   }
   // counted off the io loop, every few seconds (daemon/flow_counter.hpp)
-  s.flows.max = flows_sized_;  // what the table was created with
+  s.flows.max = dp_->flow_table_size();  // what the table was created with
   if (flow_counter_) {
     if (auto c = flow_counter_->latest()) {
       s.flows.entries = c->use.entries;
       s.flows.max = c->use.max;
     }
   }
-  s.generation = generation_;
+  s.generation = chain_->generation();
   s.applied_at = applied_at_;
   s.applies = applies_;
   // what the chain is attached to, and what the policy names (attached or not)
@@ -725,7 +665,7 @@ control::Response Daemon::cmd_apply(const nlohmann::json& args) {
   }
   auto report = apply(policy, dry_run);
   if (!report) {
-    spdlog::get("chain")->error("apply refused, generation {} stays: {}", generation_, report.error().message);
+    spdlog::get("chain")->error("apply refused, generation {} stays: {}", chain_->generation(), report.error().message);
     return control::error_response(report.error());
   }
   if (!dry_run) {
@@ -772,7 +712,7 @@ void Daemon::maintain() {
   maintenance_.expires_after(std::chrono::seconds(5));
   maintenance_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
-    dp_->sweep_buckets(tables_.limits);
+    dp_->sweep_buckets(chain_->tables().limits);
     dp_->recount_partial_heads();
     maintain();
   });

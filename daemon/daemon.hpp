@@ -10,8 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "chain/kernel/dataplane.hpp"
-#include "chain/stage.hpp"
+#include "chain/kernel/chain.hpp"
 #include "config/policy.hpp"
 #include "daemon/control.hpp"
 #include "daemon/config_watch.hpp"
@@ -37,17 +36,11 @@ struct DaemonOptions {
   // The kernel's run-time statistics (run count and ns per stage program, in stats and
   // metrics). Host-wide while on, and each program run pays two clock reads.
   bool bpf_stats = false;
+  // Tests only (tests/e2e/policyd_faults.cpp): faults put into the chain; production: none.
+  chain::Faults* faults = nullptr;
 };
 
-// What an apply did (or, dry run, would do).
-struct ApplyReport {
-  uint32_t generation = 0;
-  bool dry_run = false;
-  chain::Plan plan;
-  size_t preflight_probes = 0;
-  int64_t duration_us = 0;
-  std::vector<std::string> warnings;
-};
+using chain::ApplyReport;
 
 class Daemon {
  public:
@@ -91,7 +84,8 @@ class Daemon {
   uint64_t watchdog_usec_ = 0;
   control::Registry commands_;
   control::ControlServer ctl_;  // after io_ and commands_: destroyed before them
-  std::unique_ptr<chain::Dataplane> dp_;
+  std::unique_ptr<chain::Chain> chain_;
+  chain::Dataplane* dp_ = nullptr;  // chain_'s
   std::unique_ptr<JwtService> jwt_;  // after dp_: stopped before it
   std::unique_ptr<EventService> events_;  // after dp_: stopped before it
   std::unique_ptr<FlowCounter> flow_counter_;  // after dp_: its thread stops before dp_ goes
@@ -106,12 +100,8 @@ class Daemon {
     uint64_t forgotten = 0;   // attached links that went away
     int64_t last_reaction_us = 0, max_reaction_us = 0;  // notification read -> filter attached
   } links_;
-  config::Policy policy_;
   std::string policy_source_;
-  chain::Tables tables_;  // what the active generation was compiled from
-  uint32_t generation_ = 0;
-  uint32_t flows_sized_ = 0;
-  std::string start_error_;  // the policy file's error when start kept the pinned chain's policy  // limits.max_flows the flow table was created with
+  std::string start_error_;  // the policy file's error when start kept the pinned chain's policy
   int64_t applied_at_ = 0;  // unix seconds of the last change
 };
 

@@ -139,7 +139,7 @@ EventService::EventService(boost::asio::io_context& io, chain::Dataplane& dp, Op
 EventService::~EventService() { stop(); }
 
 Status EventService::start() {
-  rb_ = ring_buffer__new(dp_.map_fd("pd_log"), &EventService::on_event, this, nullptr);
+  rb_ = ring_buffer__new(dp_.map_fd(policyd::abi::Map::log), &EventService::on_event, this, nullptr);
   if (!rb_) return make_error(fmt::format("opening the decision events ring buffer pd_log: {}", std::strerror(errno)));
   events_.assign(ring_buffer__epoll_fd(rb_));
   poll();  // what was sent while no daemon read (a restart) is still worth showing

@@ -33,9 +33,9 @@ JwtService::JwtService(boost::asio::io_context& io, chain::Dataplane& dp, Option
 JwtService::~JwtService() { stop(); }
 
 Status JwtService::start() {
-  cache_fd_ = dp_.map_fd("pd_jwt_cache");
+  cache_fd_ = dp_.map_fd(policyd::abi::Map::jwt_cache);
   if (cache_fd_ < 0) return make_error("the chain has no token cache");
-  rb_ = ring_buffer__new(dp_.map_fd("pd_events"), &JwtService::on_event, this, nullptr);
+  rb_ = ring_buffer__new(dp_.map_fd(policyd::abi::Map::events), &JwtService::on_event, this, nullptr);
   if (!rb_) return make_error(fmt::format("opening the events ring buffer: {}", std::strerror(errno)));
   events_.assign(ring_buffer__epoll_fd(rb_));
   for (unsigned i = 0, n = worker_count(options_.workers); i < n; ++i)

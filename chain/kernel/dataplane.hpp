@@ -1,51 +1,33 @@
-// Dataplane: the loaded BPF programs (one per stage), the maps they share, the pins under
-// the pin dir, and the TC attachments. Writes a compiled generation into the inactive half
-// of every table and flips the active generation with one store.
+// Dataplane: the loaded chain in the kernel — its programs (one per stage), the maps they
+// share, entry's .bss with the two generations' configs, the pins under the pin dir, and
+// the TC attachments. Writes a compiled generation into the inactive half of every table
+// (each stage writes its own: Stage::write) and flips the active generation with one store.
 //
-// A Dataplane is either loaded fresh (skeletons) or adopted from a pinned chain that a
-// previous daemon left enforcing: the same build is adopted whole (same programs, so the
-// same prog ids, and the same maps, so flows and their verdicts survive); a different build
-// with the same map ABI keeps the flow table and loads new programs.
+// A Dataplane is either loaded fresh or adopted from a pinned chain that a previous daemon
+// left enforcing: the same build is adopted whole (same programs, so the same prog ids, and
+// the same maps, so flows and their verdicts survive); a different build with the same map
+// ABI keeps the flow table and loads new programs.
+//
+// Every kernel object is held by an owned fd (chain/kernel/fd.hpp) or a pin; nothing is
+// closed by hand.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "chain/compile.hpp"
 #include "chain/base/result.hpp"
-
-struct entry_bpf;
-struct http_bpf;
-struct sni_bpf;
-struct host_bpf;
-struct path_bpf;
-struct jwt_bpf;
-struct ratelimit_bpf;
-struct verdict_bpf;
+#include "chain/compile.hpp"
+#include "chain/kernel/fd.hpp"
+#include "chain/kernel/loader.hpp"
+#include "chain/kernel/tc.hpp"
+#include "chain/kernel/tables.hpp"
+#include "chain/stage.hpp"
 
 namespace policyd::chain {
-
-struct Counters {
-  std::vector<uint64_t> values;            // pd_counter indices, summed over CPUs
-  std::map<uint32_t, uint64_t> rule_hits;  // rule -> hits in the generation asked for
-  // per rate limit (index in the generation): requests that drew a token, and that were over
-  std::vector<std::pair<uint64_t, uint64_t>> limit_hits;
-};
-
-struct Attachment {
-  std::string ifname;
-  int ifindex = 0;
-  bool created_qdisc = false;
-};
-
-// The stages this build loads, in PROG_ARRAY slot order within a generation.
-inline constexpr uint32_t kLoadedStages[] = {PD_STAGE_ENTRY, PD_STAGE_HTTP,      PD_STAGE_SNI,    PD_STAGE_HOST,
-                                             PD_STAGE_PATH,  PD_STAGE_JWT,       PD_STAGE_RATELIMIT,
-                                             PD_STAGE_VERDICT};
 
 class Dataplane {
  public:
@@ -53,9 +35,6 @@ class Dataplane {
     std::string pin_dir;            // empty: nothing is pinned or adopted (tests)
     uint32_t max_flows = 262144;
     uint32_t accum_entries = 4096;  // concurrent partial heads
-    // Test-only: load fresh (no adoption) and have the kernel verifier reject a program,
-    // to prove a rejection reaches the operator and leaves a pinned chain enforcing.
-    bool test_verifier_reject = false;
   };
   enum class Origin { Fresh, Adopted, FlowsKept };
 
@@ -77,26 +56,22 @@ class Dataplane {
   void flip(uint32_t gen);
   // prepare + flip
   Status commit(const Tables& tables, uint32_t gen, uint32_t gen_tag);
-  // Test-only: flip the action of one route in prepared generation `gen` (so preflight
-  // has a real disagreement to find).
-  Status corrupt_for_test(uint32_t gen);
   // The program that probes a prepared generation (BPF_PROG_TEST_RUN only).
-  int preflight_prog_fd() const { return preflight_fd_; }
+  int preflight_prog_fd() const { return loaded_.preflight.get(); }
   void set_preflight_gen(uint32_t gen);
   uint32_t active_gen() const;
   uint32_t inactive_gen() const { return active_gen() ^ 1; }
   uint64_t hash_seed() const { return seed_; }
 
-  // TC attachment (clsact + cls_bpf, libbpf bpf_tc_*): the entry program at ingress, and
-  // at egress the program that records what the server's packets say (pd_egress).
+  // TC attachment: the entry program at ingress, and at egress the program that records what
+  // the server's packets say (pd_egress).
   Status attach(const std::string& ifname);
-  Status detach(const std::string& ifname);
-  const std::vector<Attachment>& attachments() const { return attached_; }
+  Status detach(const std::string& ifname) { return tc_.detach(ifname); }
+  const std::vector<Attachment>& attachments() const { return tc_.list(); }
   // Are this chain's filters on the interface (both, not removed, not replaced)?
   bool filter_present(int ifindex) const;
-  // The link went away (its qdisc and filter with it): drop it from the attachments.
-  void forget(int ifindex);
-  void renamed(int ifindex, const std::string& ifname);
+  void forget(int ifindex) { tc_.forget(ifindex); }
+  void renamed(int ifindex, const std::string& ifname) { tc_.renamed(ifindex, ifname); }
 
   // Pin maps and programs under opts.pin_dir, replacing whatever an earlier run pinned
   // there. Done after a successful load and commit, so a failed start loses nothing.
@@ -119,11 +94,11 @@ class Dataplane {
   // entries the flow table was created with (an adopted table keeps its own size); 0 if unknown
   uint32_t flow_table_size() const;
   int entry_prog_fd() const { return prog_fd(PD_STAGE_ENTRY); }
-  int egress_prog_fd() const { return egress_fd_; }
-  uint32_t egress_prog_id() const;
-  int prog_fd(uint32_t stage) const;
-  uint32_t prog_id(uint32_t stage) const;
-  int map_fd(const std::string& name) const;
+  int egress_prog_fd() const { return loaded_.egress.get(); }
+  uint32_t egress_prog_id() const { return prog_id_of(egress_prog_fd()); }
+  int prog_fd(uint32_t stage) const { return stage < PD_STAGE_MAX ? loaded_.progs[stage].get() : -1; }
+  uint32_t prog_id(uint32_t stage) const { return prog_id_of(prog_fd(stage)); }
+  int map_fd(abi::Map map) const { return loaded_.maps[static_cast<unsigned>(map)].get(); }
   // The kernel's per-program statistics (bpf_prog_info run_cnt, run_time_ns): they count
   // only while run-time statistics are enabled (enable_run_stats, or the sysctl
   // kernel.bpf_stats_enabled), and then for every BPF program on the host, each run paying
@@ -148,8 +123,6 @@ class Dataplane {
   // Decision events (ring buffer pd_log): at most `per_second` per CPU, `burst` at once;
   // 0 sends none. Over the budget they are counted, not sent (PD_C_EV_SUPPRESSED).
   Status set_event_budget(uint32_t per_second, uint32_t burst);
-  // Test-only: the JWT stage's clock reads `unix_seconds` now (and runs on from there).
-  Status set_wall_clock_for_test(int64_t unix_seconds);
   // The daemon's answer for a token the JWT stage sent it (the ring buffer pd_events).
   Status put_jwt_answer(const pd_jwt_cache_key& key, const pd_jwt_cache_val& val);
 
@@ -159,44 +132,36 @@ class Dataplane {
   static uint64_t build_id();
 
  private:
-  uint32_t partial_per_client() const;  // a client's share of the partial-head table
   struct Bss;
+  // entry's .bss, mapped into this process
+  struct MappedBss {
+    Bss* bss = nullptr;
+    size_t len = 0;
+    MappedBss() = default;
+    MappedBss(MappedBss&& o) noexcept;
+    MappedBss& operator=(MappedBss&& o) noexcept;
+    ~MappedBss();
+  };
+  static Result<MappedBss> map_bss(int fd);
+  uint32_t partial_per_client() const;  // a client's share of the partial-head table
+  MapFds map_fds() const;
   Dataplane() = default;
-  Status load_fresh(const Options& opts, const std::map<std::string, int>& keep_maps);
-  Status adopt(const std::string& pin_dir);
+  Status adopt(const std::string& pin_dir, std::map<abi::Map, Fd>& kept);
+  Status load_fresh(const std::map<abi::Map, Fd>& reuse);
   void unpin_all();
 
   Options opts_;
   Origin origin_ = Origin::Fresh;
-  entry_bpf* entry_ = nullptr;
-  http_bpf* http_ = nullptr;
-  sni_bpf* sni_ = nullptr;
-  host_bpf* host_ = nullptr;
-  path_bpf* path_ = nullptr;
-  jwt_bpf* jwt_ = nullptr;
-  ratelimit_bpf* ratelimit_ = nullptr;
-  verdict_bpf* verdict_ = nullptr;
-  std::map<std::string, int> maps_;  // shared maps by name (fds owned when adopted)
-  int progs_[PD_STAGE_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1};
-  int preflight_fd_ = -1;
-  int egress_fd_ = -1;
-  bool own_fds_ = false;             // adopted: the fds above are ours to close
-  Bss* bss_ = nullptr;               // entry's .bss (skeleton mapping, or our mmap when adopted)
-  size_t bss_len_ = 0;
-  bool own_bss_map_ = false;
-  int bss_fd_ = -1;
+  LoadedChain loaded_;
+  MappedBss bss_;
   uint64_t seed_ = 0;
   bool keep_ = false;
   bool pinned_ = false;
   std::chrono::steady_clock::time_point last_flip_{};
-  std::vector<Attachment> attached_;
+  TcAttachments tc_;
 };
 
 // How long a half that just became inactive is left alone before it is refilled.
 inline constexpr std::chrono::milliseconds kRefillGrace{20};
-
-// TC handle/priority of policyd's filter: constant, so a restart replaces it in place.
-inline constexpr uint32_t kTcHandle = 0x5044;  // "PD"
-inline constexpr uint32_t kTcPriority = 1;
 
 }  // namespace policyd::chain

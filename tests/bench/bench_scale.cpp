@@ -202,8 +202,8 @@ Plane make_plane(const std::string& yaml, uint32_t max_flows) {
   if (!tables) die("compile: " + tables.error().message);
   if (auto st = p.dp->commit(*tables, gen, 1); !st) die("commit: " + st.error().message);
   p.entry = p.dp->entry_prog_fd();
-  p.flows = p.dp->map_fd("pd_flows");
-  p.syns = p.dp->map_fd("pd_syn");
+  p.flows = p.dp->map_fd(policyd::abi::Map::flows);
+  p.syns = p.dp->map_fd(policyd::abi::Map::syn);
   return p;
 }
 

@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   int entry_fd = (*dp)->entry_prog_fd();
-  int flows_fd = (*dp)->map_fd("pd_flows");
+  int flows_fd = (*dp)->map_fd(policyd::abi::Map::flows);
 
   std::string get = "GET /api/items?id=42 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: curl/7.88.1\r\n"
                     "Accept: */*\r\n\r\n";
@@ -222,7 +222,7 @@ int main(int argc, char** argv) {
     }
   }
   int tls_fd = (*tls_dp)->entry_prog_fd();
-  int tls_flows = (*tls_dp)->map_fd("pd_flows");
+  int tls_flows = (*tls_dp)->map_fd(policyd::abi::Map::flows);
   Packet tsyn;
   tsyn.dport = 443;
   tsyn.sport = 40200;
@@ -322,8 +322,8 @@ int main(int argc, char** argv) {
     }
   }
   int jwt_fd = (*jwt_dp)->entry_prog_fd();
-  int jwt_flows = (*jwt_dp)->map_fd("pd_flows");
-  int jwt_cache = (*jwt_dp)->map_fd("pd_jwt_cache");
+  int jwt_flows = (*jwt_dp)->map_fd(policyd::abi::Map::flows);
+  int jwt_cache = (*jwt_dp)->map_fd(policyd::abi::Map::jwt_cache);
   Packet jsyn = syn;
   jsyn.sport = 40300;
   handshake(jwt_fd, jsyn);

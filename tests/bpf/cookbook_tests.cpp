@@ -446,7 +446,7 @@ struct Daemon {
   // As JwtService::handle: every token in the ring buffer verified and answered.
   size_t answer_all() {
     events.clear();
-    ring_buffer* rb = ring_buffer__new(dp.map_fd("pd_events"), &Daemon::on_event, this, nullptr);
+    ring_buffer* rb = ring_buffer__new(dp.map_fd(policyd::abi::Map::events), &Daemon::on_event, this, nullptr);
     REQUIRE(rb);
     ring_buffer__consume(rb);
     ring_buffer__free(rb);

@@ -61,7 +61,7 @@ std::string get(const std::string& path, const std::string& host = "app.example.
 class Log {
  public:
   explicit Log(Fixture& fx) {
-    rb_ = ring_buffer__new(fx.dp().map_fd("pd_log"), &Log::on_event, this, nullptr);
+    rb_ = ring_buffer__new(fx.dp().map_fd(policyd::abi::Map::log), &Log::on_event, this, nullptr);
     REQUIRE(rb_ != nullptr);
   }
   ~Log() { ring_buffer__free(rb_); }

@@ -56,8 +56,9 @@ void empty_map(int fd, size_t key_size) {
 }
 
 void empty_traffic_state(chain::Dataplane& dp) {
-  for (const char* name : {"pd_flows", "pd_syn", "pd_accum", "pd_accum_src", "pd_jwt_cache", "pd_rl_buckets", "pd_rl_counts"}) {
-    int fd = dp.map_fd(name);
+  using policyd::abi::Map;
+  for (Map m : {Map::flows, Map::syn, Map::accum, Map::accum_src, Map::jwt_cache, Map::rl_buckets, Map::rl_counts}) {
+    int fd = dp.map_fd(m);
     REQUIRE(fd >= 0);
     struct bpf_map_info info {};
     uint32_t len = sizeof info;

@@ -45,7 +45,7 @@ TEST_CASE("a full flow table is counted exactly, and what that costs", "[flows]"
   chain::Dataplane::Options o;  // the default size: 262144 flows
   auto dp = chain::Dataplane::load(o);
   REQUIRE(dp);
-  const int fd = (*dp)->map_fd("pd_flows");
+  const int fd = (*dp)->map_fd(policyd::abi::Map::flows);
   REQUIRE(fd >= 0);
   const uint32_t max = o.max_flows;
   pd_flow value{};

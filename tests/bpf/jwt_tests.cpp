@@ -22,6 +22,7 @@
 #include "fixture.hpp"
 #include "chain/jwt/jwt.hpp"
 #include "tests/jwt/support.hpp"
+#include "faults.hpp"
 
 using namespace policyd;
 using namespace policyd::test;
@@ -121,7 +122,7 @@ struct FakeDaemon {
   }
 
   size_t answer_all() {
-    ring_buffer* rb = ring_buffer__new(dp.map_fd("pd_events"), &FakeDaemon::on_event, this, nullptr);
+    ring_buffer* rb = ring_buffer__new(dp.map_fd(policyd::abi::Map::events), &FakeDaemon::on_event, this, nullptr);
     REQUIRE(rb);
     ring_buffer__consume(rb);
     ring_buffer__free(rb);
@@ -193,7 +194,7 @@ TEST_CASE("every token of the corpus gets its reason from the dataplane", "[jwt]
       applied = yaml;
     }
     const int64_t now = c.value("now", g.spec["now"].get<int64_t>());
-    REQUIRE(dp.set_wall_clock_for_test(now));
+    REQUIRE(policyd::testing::set_wall_clock(dp, now));
 
     Conn conn(fx, 4, sport++);
     conn.syn();

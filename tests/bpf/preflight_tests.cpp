@@ -9,6 +9,7 @@
 #include "chain/kernel/preflight.hpp"
 #include "config/loader.hpp"
 #include "fixture.hpp"
+#include "faults.hpp"
 
 using namespace policyd;
 using namespace policyd::test;
@@ -83,7 +84,7 @@ TEST_CASE("preflight of a prepared generation agrees with the policy and changes
   CHECK(dp.read_counters().values == before);  // probes are not counted as traffic
 
   SECTION("a prepared generation that disagrees with the policy is caught") {
-    REQUIRE(dp.corrupt_for_test(gen));
+    REQUIRE(policyd::testing::corrupt_prepared(dp, gen));
     auto bad = chain::preflight(dp, policy, gen);
     REQUIRE(bad);
     CHECK_FALSE(bad->failures.empty());
@@ -144,7 +145,7 @@ TEST_CASE("preflight probes sni rules with ClientHellos, and catches a wrong sni
   CHECK(dp.read_counters().values == before);
   CHECK(dp.active_gen() == active);
 
-  REQUIRE(dp.corrupt_for_test(gen));  // no routes here: an sni rule's action is flipped
+  REQUIRE(policyd::testing::corrupt_prepared(dp, gen));  // no routes here: an sni rule's action is flipped
   auto bad = chain::preflight(dp, policy, gen);
   REQUIRE(bad);
   REQUIRE(bad->failures.size() == 2);  // the rule as written and upper-cased

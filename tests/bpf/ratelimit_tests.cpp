@@ -63,7 +63,7 @@ Outcome request(Fixture& fx, const std::string& path, const std::string& src = "
 
 // The buckets of one kind in the bucket table.
 int count_buckets(chain::Dataplane& dp, uint32_t kind) {
-  int fd = dp.map_fd("pd_rl_buckets"), n = 0;
+  int fd = dp.map_fd(policyd::abi::Map::rl_buckets), n = 0;
   pd_rl_bucket_key key{}, next{};
   pd_rl_bucket_key* cur = nullptr;
   while (bpf_map_get_next_key(fd, cur, &next) == 0) {

@@ -159,3 +159,65 @@ hosts:
   REQUIRE_FALSE(over);
   CHECK(over.error().message == "ids.yaml:65551:9: more than 65534 routes beside 2 sni rules");
 }
+
+// Every stage with a slice of its own is changed alone once, and only it is in the plan (the
+// daemon applies exactly that: the other stages' tables are written again unchanged).
+TEST_CASE("each stage changed alone is the only change in the plan", "[plan]") {
+  const std::string full = R"(version: 1
+interfaces: ["eth0"]
+listeners:
+  - {name: web, port: 80, protocol: http}
+  - {name: secure, port: 443, protocol: tls}
+chain: [sni, host, path, jwt, ratelimit]
+default_action: deny
+sni:
+  - {match: "api.example.com", action: allow}
+  - {match: "*.corp.example.com", action: deny}
+missing_sni: deny
+hosts:
+  - match: ["api.example.com"]
+    routes:
+      - path: { prefix: "/v1/" }
+        jwt: main
+        ratelimit: per_client
+        action: allow
+jwt_providers:
+  main:
+    issuer: "https://auth.example.com"
+    audiences: ["api"]
+    algorithms: [HS256]
+    secret_file: /etc/policyd/main.key
+    clock_skew: 30s
+ratelimits:
+  per_client: {key: client_ip, rate: 100/s, burst: 200, action: reject}
+)";
+  auto compiled = [](const std::string& yaml, uint32_t gen, const std::string& secret = "s3cret") {
+    auto policy = config::load_policy_string(yaml, "full.yaml");
+    chain::JwtKeyMaterial keys;
+    keys.secrets["main"] = secret;
+    auto t = chain::compile(policy, gen, 0x1234, &keys);
+    if (!t) FAIL(t.error().message);
+    return t.value();
+  };
+  auto alone = [&](const std::string& to, const std::string& secret = "s3cret") {
+    std::set<std::string> out;
+    for (const auto& c : chain::plan(compiled(full, 0), compiled(to, 1, secret)).changes) out.insert(c.stage);
+    return out;
+  };
+  CHECK(chain::plan(compiled(full, 0), compiled(full, 1)).empty());
+  SECTION("an sni rule's action: sni") {
+    CHECK(alone(edit(full, "{match: \"api.example.com\", action: allow}", "{match: \"api.example.com\", action: deny}")) ==
+          Set{"sni"});
+  }
+  SECTION("missing_sni: sni") { CHECK(alone(edit(full, "missing_sni: deny", "missing_sni: allow")) == Set{"sni"}); }
+  SECTION("a provider's clock skew: jwt") { CHECK(alone(edit(full, "clock_skew: 30s", "clock_skew: 60s")) == Set{"jwt"}); }
+  SECTION("a provider's audiences: jwt") {
+    CHECK(alone(edit(full, "audiences: [\"api\"]", "audiences: [\"api\", \"web\"]")) == Set{"jwt"});
+  }
+  SECTION("a provider's secret (a rotated secret_file): jwt") { CHECK(alone(full, "rotated") == Set{"jwt"}); }
+  SECTION("a limit's rate: ratelimit") { CHECK(alone(edit(full, "rate: 100/s", "rate: 50/s")) == Set{"ratelimit"}); }
+  SECTION("a limit's burst: ratelimit") { CHECK(alone(edit(full, "burst: 200", "burst: 10")) == Set{"ratelimit"}); }
+  SECTION("a limit's action: ratelimit") {
+    CHECK(alone(edit(full, "action: reject}", "action: drop}")) == Set{"ratelimit"});
+  }
+}

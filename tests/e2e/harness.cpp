@@ -472,7 +472,8 @@ Daemon::Daemon(const Topology& topo, std::string_view policy_yaml, Expect expect
   start_and_wait(expect, timeout);
 }
 
-void Daemon::start_and_wait(Expect expect, Millis timeout, const std::vector<std::string>& env) {
+void Daemon::start_and_wait(Expect expect, Millis timeout, const std::vector<std::string>& env,
+                            const std::vector<std::string>& faults) {
   const auto ready_before = count_of(log(), "ready: generation");
   std::vector<std::string> argv;
   if (!env.empty()) {
@@ -480,7 +481,14 @@ void Daemon::start_and_wait(Expect expect, Millis timeout, const std::vector<std
     argv.insert(argv.end(), env.begin(), env.end());
   }
   argv.insert(argv.end(), launcher_.begin(), launcher_.end());
-  for (const auto& a : {policyd_bin(), std::string("--config"), policy_path_, std::string("--pin-dir"), pin_dir_,
+  if (faults.empty()) {
+    argv.push_back(policyd_bin());
+  } else {
+    argv.push_back(POLICYD_FAULTS_BIN);
+    argv.insert(argv.end(), faults.begin(), faults.end());
+    argv.push_back("--");
+  }
+  for (const auto& a : {std::string("--config"), policy_path_, std::string("--pin-dir"), pin_dir_,
                         std::string("--socket"), socket_path_, std::string("--log-level"), std::string("debug")})
     argv.push_back(a);
   argv.insert(argv.end(), args_.begin(), args_.end());
@@ -513,6 +521,11 @@ void Daemon::kill9() {
 void Daemon::restart(Millis timeout, const std::vector<std::string>& env, Expect expect) {
   if (proc_ && proc_->running()) proc_->stop();
   start_and_wait(expect, timeout, env);
+}
+
+void Daemon::restart_with_faults(const std::vector<std::string>& faults, Millis timeout, Expect expect) {
+  if (proc_ && proc_->running()) proc_->stop();
+  start_and_wait(expect, timeout, {}, faults);
 }
 
 std::string Daemon::reload(std::string_view policy_yaml, Millis timeout) {

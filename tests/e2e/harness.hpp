@@ -248,6 +248,9 @@ class Daemon {
   // waiting (bounded) for its "ready: generation" line (or its exit, with Expect::exit);
   // throws with the log otherwise. env: extra VAR=value settings for the process.
   void restart(Millis timeout = 45s, const std::vector<std::string>& env = {}, Expect expect = Expect::ready);
+  // restart() as policyd-faults with these faults (tests/faults/policyd_faults.cpp), e.g.
+  // {"--corrupt-generation", "2"} or {"--verifier-reject"}.
+  void restart_with_faults(const std::vector<std::string>& faults, Millis timeout = 45s, Expect expect = Expect::ready);
   // Later starts (restart()) run policyd through this command (e.g. setpriv with a
   // capability set): {launcher..., policyd, args...}.
   void set_launcher(std::vector<std::string> launcher) { launcher_ = std::move(launcher); }
@@ -274,7 +277,8 @@ class Daemon {
   std::string log_path_;
   BpfMount mount_;
   Detach detach_;
-  void start_and_wait(Expect expect, Millis timeout, const std::vector<std::string>& env = {});
+  void start_and_wait(Expect expect, Millis timeout, const std::vector<std::string>& env = {},
+                      const std::vector<std::string>& faults = {});
   const Topology& topo_;
   std::vector<std::string> launcher_;
   std::vector<std::string> args_;

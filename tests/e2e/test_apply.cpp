@@ -61,7 +61,7 @@ TEST_CASE("a refused change leaves the running generation enforcing", "[apply]")
     CHECK(out.find("permit") != std::string::npos);
   }
   SECTION("a prepared generation that preflight finds disagreeing with the policy") {
-    env.daemon.restart(45s, {"POLICYD_TEST_CORRUPT_PREPARED=2"});
+    env.daemon.restart_with_faults({"--corrupt-generation", "2"});
     auto out = env.daemon.reload(healthz_denied());
     INFO(out);
     CHECK(out.find("preflight:") != std::string::npos);
@@ -70,7 +70,7 @@ TEST_CASE("a refused change leaves the running generation enforcing", "[apply]")
   }
   SECTION("a verifier rejection when a new daemon starts") {
     env.daemon.stop();
-    env.daemon.restart(45s, {"POLICYD_TEST_VERIFIER_REJECT=1"}, Daemon::Expect::exit);
+    env.daemon.restart_with_faults({"--verifier-reject"}, 45s, Daemon::Expect::exit);
     CHECK(env.daemon.exit_code() == 2);
     auto log = env.daemon.log();
     INFO(log);

@@ -290,7 +290,7 @@ TEST_CASE("metrics: applies by result, the duration histogram, generation", "[me
   }
 
   SECTION("refused: preflight disagrees with the prepared generation") {
-    env.daemon.restart(45s, {"POLICYD_TEST_CORRUPT_PREPARED=2"});
+    env.daemon.restart_with_faults({"--corrupt-generation", "2"});
     std::ofstream(dir.file("allow.yaml")) << metrics_policy("allow");
     auto r = ctl(env.daemon, {"apply", dir.file("allow.yaml")});
     INFO(r.out << r.err);

@@ -143,7 +143,7 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
   }
 
   SECTION("a prepared generation refused by preflight: exit 2 with the failing cases, nothing changes") {
-    env.daemon.restart(45s, {"POLICYD_TEST_CORRUPT_PREPARED=2"});
+    env.daemon.restart_with_faults({"--corrupt-generation", "2"});
     auto file = write_policy(dir, "p2.yaml",
                              edit_policy(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
                                      "      - path: { exact: \"/healthz\" }\n        action: deny"));
