@@ -231,3 +231,57 @@ TEST_CASE("a rotated secret_file takes effect on reload; tokens of the old secre
   check_401(get_with(env.topo, "/v1/b", {old_token}), "invalid signature");  // cached under the old key: gone
   check_from_nginx(get_with(env.topo, "/v1/c", {k.token("HS256")}), "GET", "app.example.com", "/v1/c");
 }
+
+// Two providers with key sets of their own, both verified by the daemon (RS256/ES256): the
+// daemon looks up each token's provider from the route that took it, and checks it against
+// that provider's keys and issuer only (the same kids in both sets name different keys).
+TEST_CASE("two JWT providers: each route's tokens are checked against its own provider", "[jwt]") {
+  Keys main_keys, partner;
+  Env env(cat(R"(version: 1
+interfaces: ["gw-c"]
+listeners:
+  - name: web
+    port: 80
+    protocol: http
+chain: [host, path, jwt]
+default_action: deny
+jwt_providers:
+  main:
+    issuer: "https://auth.example.com"
+    audiences: ["api"]
+    algorithms: [RS256, ES256]
+    jwks_file: ")",
+              main_keys.jwks, R"("
+  partner:
+    issuer: "https://partner.example.com"
+    audiences: ["api"]
+    algorithms: [ES256]
+    jwks_file: ")",
+              partner.jwks, R"("
+hosts:
+  - match: "app.example.com"
+    routes:
+      - path: { prefix: "/v1/" }
+        jwt: main
+        action: allow
+      - path: { prefix: "/partner/" }
+        jwt: partner
+        action: allow
+)"));
+  const std::vector<std::string> as_partner{"--claims", R"({"iss": "https://partner.example.com"})"};
+  check_from_nginx(get_with(env.topo, "/v1/main-rs", {main_keys.token("RS256")}), "GET", "app.example.com",
+                   "/v1/main-rs");
+  check_from_nginx(get_with(env.topo, "/v1/main-es", {main_keys.token("ES256")}), "GET", "app.example.com",
+                   "/v1/main-es");
+  check_from_nginx(get_with(env.topo, "/partner/ok", {partner.token("ES256", as_partner)}), "GET", "app.example.com",
+                   "/partner/ok");
+  // each provider's keys only: the other set has the same kid, with another key
+  check_401(get_with(env.topo, "/partner/main-key", {main_keys.token("ES256", as_partner)}), "invalid signature");
+  check_401(get_with(env.topo, "/v1/partner-key", {partner.token("ES256")}), "invalid signature");
+  // each provider's issuer only, and its algorithms: main's RS256 is not partner's
+  check_401(get_with(env.topo, "/partner/main-iss", {partner.token("ES256")}), "");
+  check_401(get_with(env.topo, "/partner/rs256", {main_keys.token("RS256", as_partner)}), "");
+  env.nginx.sync();
+  for (const char* refused : {"/partner/main-key", "/v1/partner-key", "/partner/main-iss", "/partner/rs256"})
+    CHECK(env.nginx.lines_with(refused).empty());
+}

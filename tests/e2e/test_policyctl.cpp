@@ -161,3 +161,120 @@ TEST_CASE("policyctl operates the running daemon", "[policyctl]") {
     CHECK(r.exit_code == 3);
   }
 }
+
+namespace {
+
+// The line of `text` that holds every one of `parts` ("" if none does).
+std::string line_with(const std::string& text, const std::vector<std::string>& parts) {
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    bool all = true;
+    for (const auto& p : parts) all = all && line.find(p) != std::string::npos;
+    if (all) return line;
+    start = end + 1;
+  }
+  return {};
+}
+
+std::string scalar_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// A key of the reply that the text shows as "key: ..." (the generic rendering).
+#define CHECK_MISSING_KEY(text, key)                  \
+  do {                                                \
+    INFO("reply key " << key);                        \
+    CHECK_FALSE(line_with(text, {key + ":"}).empty()); \
+  } while (0)
+
+}  // namespace
+
+// policyctl's text is read from the real daemon's replies: each command's text form shows what
+// its JSON form carries, so a reply the renderer does not know shows up here, not only in the
+// unit tests' invented replies (tests/daemon/policyctl_test.cpp).
+TEST_CASE("policyctl's text shows what the daemon's replies carry", "[policyctl]") {
+  Env env(http_policy());
+  TempDir dir("policyctl-text");
+  for (int i = 0; i < 2; ++i) REQUIRE(code(env.topo, "/healthz") == 200);
+  REQUIRE(code(env.topo, "/admin") == 403);
+  auto both = [&](std::vector<std::string> args) {
+    auto as_json = args;
+    as_json.insert(as_json.begin(), {"-o", "json"});
+    auto j = ctl(env.daemon, as_json);
+    INFO(j.out << j.err);
+    REQUIRE(j.exit_code == 0);
+    auto parsed = json::parse(j.out);
+    auto text = ctl(env.daemon, args);
+    INFO(text.out << text.err);
+    REQUIRE(text.exit_code == 0);
+    auto a = parsed.contains("arguments") ? parsed["arguments"] : parsed;
+    a.erase("result");  // the reply's envelope: its outcome (the exit code) and message
+    a.erase("text");
+    return std::pair{a, text.out + text.err};
+  };
+
+  SECTION("status") {
+    auto [a, text] = both({"status"});
+    INFO(text << "\n" << a.dump(2));
+    CHECK_FALSE(line_with(text, {"generation:", scalar_text(a["generation"])}).empty());
+    CHECK_FALSE(line_with(text, {"pin dir:", a["pin_dir"].get<std::string>()}).empty());
+    REQUIRE_FALSE(a["interfaces"].empty());
+    for (const auto& i : a["interfaces"])
+      CHECK_FALSE(line_with(text, {cat(i["name"].get<std::string>(), " (ifindex ", i["ifindex"].get<int>(), ")")}).empty());
+    REQUIRE(a["stages"].size() >= 8);
+    for (const auto& s : a["stages"]) {
+      auto line = line_with(text, {cat("  ", s["name"].get<std::string>(), " "), cat("prog ", scalar_text(s["prog_id"]))});
+      CHECK_FALSE(line.empty());
+      CHECK((line.find("(not in chain)") != std::string::npos) == !s["in_chain"].get<bool>());
+    }
+    for (const auto& [key, v] : a.items())
+      if (key != "version" && key != "generation" && key != "policy_source" && key != "since" && key != "pin_dir" &&
+          key != "interfaces" && key != "stages")
+        CHECK_MISSING_KEY(text, key);
+  }
+
+  SECTION("stats") {
+    auto [a, text] = both({"stats"});
+    INFO(text << "\n" << a.dump(2));
+    auto verdicts = line_with(text, {"verdicts:"});
+    for (const auto& [k, v] : a["verdicts"].items()) CHECK(verdicts.find(cat(k, " ", scalar_text(v))) != std::string::npos);
+    REQUIRE_FALSE(a["rules"].empty());
+    for (const auto& r : a["rules"])
+      CHECK_FALSE(line_with(text, {r["host"].get<std::string>(), r["path"].get<std::string>(), r["action"].get<std::string>(),
+                                   scalar_text(r["hits"])})
+                      .empty());
+    for (const auto& [k, v] : a["counters"].items()) CHECK_FALSE(line_with(text, {cat("  ", k, " ")}).empty());
+    for (const auto& [k, v] : a["stages"].items()) CHECK_FALSE(line_with(text, {cat("  ", k, " ")}).empty());
+    for (const auto& [key, v] : a.items())
+      if (key != "counters" && key != "verdicts" && key != "fail_mode" && key != "ignored" && key != "stages" &&
+          key != "rules" && key != "flows")
+        CHECK_MISSING_KEY(text, key);
+  }
+
+  SECTION("apply, dry run and for real") {
+    auto file = write_policy(dir, "p2.yaml",
+                             edit_policy(http_policy(), "      - path: { exact: \"/healthz\" }\n        action: allow",
+                                         "      - path: { exact: \"/healthz\" }\n        action: deny"));
+    auto [dry, dry_text] = both({"apply", "--dry-run", file});
+    INFO(dry_text << "\n" << dry.dump(2));
+    REQUIRE(dry["changed"].size() == 1);
+    CHECK_FALSE(line_with(dry_text, {"dry run: would change", cat(dry["changed"][0]["stage"].get<std::string>(), ": ",
+                                                                   dry["changed"][0]["what"].get<std::string>())})
+                    .empty());
+    auto j = ctl(env.daemon, {"-o", "json", "apply", file});
+    REQUIRE(j.exit_code == 0);
+    auto applied = json::parse(j.out);
+    if (applied.contains("arguments")) applied = applied["arguments"];
+    // the text of an apply that changes something (back to the first policy)
+    auto back = write_policy(dir, "p1.yaml", http_policy());
+    auto t = ctl(env.daemon, {"apply", back});
+    INFO(t.out << t.err);
+    REQUIRE(t.exit_code == 0);
+    auto st = json::parse(ctl(env.daemon, {"-o", "json", "status"}).out);
+    if (st.contains("arguments")) st = st["arguments"];
+    CHECK_FALSE(line_with(t.out, {cat("applied generation ", scalar_text(st["generation"])), "path: "}).empty());
+    CHECK_FALSE(line_with(t.out, {"unchanged:", "host"}).empty());
+    CHECK(applied["generation"].get<int>() + 1 == st["generation"].get<int>());
+  }
+}
