@@ -1,6 +1,8 @@
 #include "chain/compile.hpp"
 
+#include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <iterator>
 #include <numeric>
 #include <algorithm>
@@ -39,7 +41,19 @@ uint8_t action_of(Action action) {
 }
 
 
-Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed, const JwtKeyMaterial* keys) {
+const ProgramSource* Tables::program(uint32_t stage) const {
+  for (const auto& p : programs)
+    if (p.stage == stage) return &p;
+  return nullptr;
+}
+
+std::string Tables::stage_name(uint32_t stage) const {
+  if (const auto* p = program(stage); p && p->own) return p->name;
+  return std::string(abi::stage_name(stage));
+}
+
+Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed, const JwtKeyMaterial* keys,
+                       const ObjectDigests* digests) {
   Tables t;
   t.config.hash_seed = seed;
   auto layout = jwt_layout(policy);
@@ -50,6 +64,38 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
   for (auto& n : t.next) n = PD_STAGE_NONE;
   for (auto kind : policy.chain) {
     t.stages.push_back(stage_of(kind));
+  }
+  // ---- stages from object files: built-ins' new builds keep their slot; own stages take the
+  // slots after the built-in ones and run after the stage they name
+  uint32_t own_slot = kOwnStageBase;
+  for (const auto& spec : policy.stages) {
+    ProgramSource src;
+    src.name = spec.name;
+    src.path = spec.object;
+    if (digests)
+      if (auto it = digests->find(spec.name); it != digests->end()) src.digest = it->second;
+    if (!spec.after) {
+      for (const auto& s : stages())
+        if (s->name() == spec.name) src.stage = s->id();
+      t.programs.push_back(src);
+      continue;
+    }
+    if (own_slot >= PD_STAGE_MAX)
+      return make_error(fmt::format("{}:{}:{}: stage '{}': this build has room for {} own stages", spec.loc.file,
+                                    spec.loc.line, spec.loc.column, spec.name, PD_STAGE_MAX - kOwnStageBase));
+    src.stage = own_slot++;
+    src.own = true;
+    uint32_t after = PD_STAGE_NONE;
+    for (auto kind : policy.chain)
+      if (config::to_string(kind) == *spec.after) after = stage_of(kind);
+    for (const auto& p : t.programs)
+      if (p.own && p.name == *spec.after) after = p.stage;
+    auto at = std::find(t.stages.begin(), t.stages.end(), after);
+    if (at == t.stages.end())
+      return make_error(fmt::format("{}:{}:{}: stage '{}' runs after '{}', which is not in the chain", spec.loc.file,
+                                    spec.loc.line, spec.loc.column, spec.name, *spec.after));
+    t.stages.insert(at + 1, src.stage);
+    t.programs.push_back(src);
   }
   uint32_t first = t.stages.empty() ? uint32_t{PD_STAGE_VERDICT} : t.stages.front();
   t.next[PD_STAGE_ENTRY] = first;
@@ -69,23 +115,56 @@ Result<Tables> compile(const config::Policy& policy, uint32_t gen, uint64_t seed
 
 // ---- plan ---------------------------------------------------------------------------
 
+namespace {
+
+std::string program_text(const ProgramSource* p) {
+  if (!p) return "built in";
+  return fmt::format("{} ({:016x})", p->path, p->digest);
+}
+
+}  // namespace
+
 Plan plan(const Tables& a, const Tables& b) {
   Plan p;
-  if (a.stages != b.stages) {
-    auto names = [](const std::vector<uint32_t>& s) {
-      std::vector<std::string> n;
-      for (auto id : s) n.emplace_back(abi::stage_name(id));
-      return fmt::format("[{}]", fmt::join(n, ", "));
-    };
-    p.changes.push_back(Change{"chain", fmt::format("{} -> {}", names(a.stages), names(b.stages))});
-  }
+  auto names = [](const Tables& t) {
+    std::vector<std::string> n;
+    for (auto id : t.stages) n.push_back(t.stage_name(id));
+    return n;
+  };
+  if (names(a) != names(b))
+    p.changes.push_back(Change{"chain", fmt::format("[{}] -> [{}]", fmt::join(names(a), ", "), fmt::join(names(b), ", "))});
   for (const auto& stage : stages()) {
-    auto what = stage->diff(a, b);
+    std::string what = stage->diff(a, b);
+    // a new build of the stage's program is a change of that stage
+    const ProgramSource *pa = a.program(stage->id()), *pb = b.program(stage->id());
+    if ((pa == nullptr) != (pb == nullptr) || (pa && (pa->digest != pb->digest || pa->path != pb->path))) {
+      std::string prog = fmt::format("program {} -> {}", program_text(pa), program_text(pb));
+      what = what.empty() ? prog : what + "; " + prog;
+    }
     if (what.empty())
       p.unchanged.emplace_back(stage->name());
     else
       p.changes.push_back(Change{std::string(stage->name()), what});
   }
+  // own stages, by name
+  auto own = [](const Tables& t) {
+    std::map<std::string, const ProgramSource*> m;
+    for (const auto& src : t.programs)
+      if (src.own) m[src.name] = &src;
+    return m;
+  };
+  const auto oa = own(a), ob = own(b);
+  for (const auto& [name, src] : ob) {
+    auto it = oa.find(name);
+    if (it == oa.end())
+      p.changes.push_back(Change{name, fmt::format("own stage added: {}", program_text(src))});
+    else if (it->second->digest != src->digest || it->second->path != src->path)
+      p.changes.push_back(Change{name, fmt::format("program {} -> {}", program_text(it->second), program_text(src))});
+    else
+      p.unchanged.push_back(name);
+  }
+  for (const auto& [name, src] : oa)
+    if (!ob.count(name)) p.changes.push_back(Change{name, "own stage removed"});
   return p;
 }
 
@@ -108,10 +187,33 @@ Result<Compiled> compile_policy(const config::Policy& policy, uint32_t gen, uint
   } else {
     return read.error();
   }
-  auto tables = compile(policy, gen, seed, &material);
+  // the stage object files: read once, here, so what is loaded is what was compiled
+  ObjectDigests digests;
+  std::map<std::string, std::vector<unsigned char>> bytes;
+  for (const auto& spec : policy.stages) {
+    std::ifstream in(spec.object, std::ios::binary);
+    std::vector<unsigned char> elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!in.good() && !in.eof()) elf.clear();
+    if (!in.is_open() || elf.empty()) {
+      const std::string why = fmt::format("{}:{}:{}: stage '{}': cannot read {}: {}", spec.loc.file, spec.loc.line,
+                                          spec.loc.column, spec.name, spec.object,
+                                          in.is_open() ? "it is empty" : std::strerror(errno));
+      if (key_files == KeyFiles::Required) return make_error(why);
+      warnings.push_back(why + " (not checked here; the daemon reads it at apply)");
+      continue;
+    }
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (unsigned char c : elf) h = (h ^ c) * 0x100000001b3ULL;
+    digests[spec.name] = h;
+    bytes[spec.name] = std::move(elf);
+  }
+  auto tables = compile(policy, gen, seed, &material, &digests);
   if (!tables) return tables.error();
   tables->warnings.insert(tables->warnings.begin(), warnings.begin(), warnings.end());
-  return Compiled{std::move(*tables), std::move(keys)};
+  Compiled out{std::move(*tables), std::move(keys), {}};
+  for (const auto& p : out.tables.programs)
+    if (auto it = bytes.find(p.name); it != bytes.end()) out.objects[p.stage] = std::move(it->second);
+  return out;
 }
 
 uint64_t tables_digest(const Tables& t) {
@@ -146,6 +248,11 @@ uint64_t tables_digest(const Tables& t) {
     mix(&e, sizeof(e));
   }
   for (const auto& l : t.limits) mix(&l, sizeof(l));
+  for (const auto& p : t.programs) {
+    mix(&p.stage, sizeof(p.stage));
+    mix(&p.digest, sizeof(p.digest));
+    mix(p.name.data(), p.name.size());
+  }
   return h;
 }
 

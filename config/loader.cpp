@@ -861,6 +861,54 @@ void parse_hosts(Policy& policy, const YAML::Node& node) {
   }
 }
 
+bool builtin_stage(std::string_view name) {
+  return std::find(std::begin(kBuiltinStages), std::end(kBuiltinStages), name) != std::end(kBuiltinStages);
+}
+
+void parse_stages(Policy& policy, const YAML::Node& node) {
+  std::set<std::string> names;
+  size_t own = 0;
+  for (const YAML::Node& element : elements(node, "stages", true)) {
+    const Fields f(element, "stage", {"name", "object", "after"});
+    StageSpec spec;
+    spec.loc = loc_of(element);
+    const YAML::Node name = f.require("name");
+    spec.name = non_empty_string(name, "name");
+    const bool valid = spec.name.size() <= 15 && std::islower(static_cast<unsigned char>(spec.name[0])) &&
+                       std::all_of(spec.name.begin(), spec.name.end(), [](char c) {
+                         return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_';
+                       });
+    if (!valid)
+      fail(name.Mark(), "stage name " + in_quotes(spec.name) +
+                            " must be 1..15 of a-z, 0-9 and '_', starting with a letter (it names the BPF program)");
+    if (!names.insert(spec.name).second) fail(name.Mark(), "stage " + in_quotes(spec.name) + " is listed twice in 'stages'");
+    spec.object = non_empty_string(f.require("object"), "object");
+    const bool builtin = builtin_stage(spec.name);
+    if (spec.name == "entry")
+      fail(name.Mark(), "the entry program cannot be replaced while it runs (it is what the interfaces run); "
+                        "a new build of it takes a restart of policyd");
+    if (auto after = f.get("after")) {
+      if (builtin)
+        fail(after->Mark(), "'after' places an own stage; " + in_quotes(spec.name) +
+                                " is a built-in stage, whose place is set by 'chain'");
+      spec.after = non_empty_string(*after, "after");
+      const std::string& a = *spec.after;
+      bool known = false;
+      for (StageKind k : policy.chain) known = known || to_string(k) == a;
+      for (const auto& earlier : policy.stages) known = known || (!builtin_stage(earlier.name) && earlier.name == a);
+      if (!known)
+        fail(after->Mark(), "stage " + in_quotes(spec.name) + " runs after " + in_quotes(a) +
+                                ", which is neither in 'chain' nor an own stage listed before it");
+    } else if (!builtin) {
+      fail(element.Mark(), "own stage " + in_quotes(spec.name) +
+                               " needs 'after': the stage of the chain (or own stage listed before it) it runs after");
+    }
+    if (!builtin && ++own > kMaxOwnStages)
+      fail(element.Mark(), "more than " + std::to_string(kMaxOwnStages) + " own stages");
+    policy.stages.push_back(std::move(spec));
+  }
+}
+
 std::string resolve(const std::filesystem::path& base, const std::string& file) {
   const std::filesystem::path p(file);
   if (p.is_absolute() || base.empty()) return file;
@@ -870,7 +918,7 @@ std::string resolve(const std::filesystem::path& base, const std::string& file) 
 Policy decode_policy(const YAML::Node& root, const std::filesystem::path& base) {
   const Fields f(root, "policy",
                  {"version", "interfaces", "listeners", "chain", "default_action", "fail_mode",
-                  "limits", "sni", "missing_sni", "hosts", "jwt_providers", "ratelimits"});
+                  "limits", "sni", "missing_sni", "hosts", "jwt_providers", "ratelimits", "stages"});
   Policy policy;
 
   const YAML::Node version = f.require("version");
@@ -930,6 +978,11 @@ Policy decode_policy(const YAML::Node& root, const std::filesystem::path& base) 
   if (auto v = f.get("ratelimits"))
     policy.ratelimits = parse_named<RateLimit>(*v, "ratelimits", "ratelimit");
 
+  if (auto v = f.get("stages")) {
+    parse_stages(policy, *v);
+    for (auto& st : policy.stages) st.object = resolve(base, st.object);
+  }
+
   if (auto hosts = f.get("hosts")) {
     parse_hosts(policy, *hosts);
     if (!policy.hosts.empty() && !policy.runs(StageKind::Host)) {
@@ -950,6 +1003,7 @@ void stamp_file(Policy& policy, const std::string& file) {
   }
   for (auto& [name, p] : policy.jwt_providers) p.loc.file = file;
   for (auto& [name, r] : policy.ratelimits) r.loc.file = file;
+  for (auto& st : policy.stages) st.loc.file = file;
 }
 
 PolicyError at(const std::string& file, const YAML::Mark& mark, const std::string& message) {

@@ -145,6 +145,24 @@ struct Limits {
   bool operator==(const Limits&) const = default;
 };
 
+// A stage whose program comes from a BPF object file (`stages:`): a built-in stage whose
+// program is replaced by another build of it (e.g. a new jwt.bpf.o), or an operator's own
+// stage, written against bpf/include/policyd/stage.h and placed after a stage of the chain.
+struct StageSpec {
+  std::string name;
+  std::string object;                // the object file (relative paths: from the policy's directory)
+  std::optional<std::string> after;  // an own stage: the stage it runs after
+  SourceLoc loc;
+
+  bool operator==(const StageSpec&) const = default;
+};
+
+// Stages built into policyd, by the names `chain` and `stages` use.
+inline constexpr std::string_view kBuiltinStages[] = {"entry", "http", "sni", "host", "path", "jwt", "ratelimit",
+                                                      "verdict"};
+// Own stages a policy may add.
+inline constexpr size_t kMaxOwnStages = 8;
+
 struct Policy {
   int version = 1;
   std::vector<std::string> interfaces;  // names or globs with * and ?
@@ -159,6 +177,7 @@ struct Policy {
   std::vector<HostRule> hosts;
   std::map<std::string, JwtProvider> jwt_providers;
   std::map<std::string, RateLimit> ratelimits;
+  std::vector<StageSpec> stages;  // programs from object files, in the order given
   std::string source_path;  // the file (or name) the policy was loaded from
 
   // Is `stage` in the chain? (the loader's checks and the reference evaluation both ask)

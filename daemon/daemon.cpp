@@ -202,6 +202,7 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
   // the services follow the active generation (a new key set counts even when the tables do not change)
   if (jwt_) jwt_->set_active(chain_->policy(), chain_->tables(), chain_->take_keys());
   if (events_) events_->set_active(chain_->policy(), chain_->tables(), chain_->generation());
+  watch_objects();
   if (report->unchanged) {
     spdlog::get("chain")->info("policy unchanged: generation {} stays", chain_->generation());
     return report;
@@ -214,6 +215,36 @@ Result<ApplyReport> Daemon::apply(const config::Policy& policy, bool dry_run) {
                              report->preflight_probes, report->duration_us);
   for (const auto& c : report->plan.changes) spdlog::get("chain")->info("  {}: {}", c.stage, c.what);
   return report;
+}
+
+void Daemon::watch_objects() {
+  if (!watch_) return;  // not serving yet: start() watches once the first apply is done
+  std::map<std::string, std::unique_ptr<ConfigWatch>> next;
+  for (const auto& spec : chain_->policy().stages) {
+    if (next.count(spec.object)) continue;
+    if (auto it = object_watches_.find(spec.object); it != object_watches_.end()) {
+      next.emplace(spec.object, std::move(it->second));
+      continue;
+    }
+    auto w = std::make_unique<ConfigWatch>(
+        io_, spec.object,
+        [this, path = spec.object] {
+          log_main()->info("{} changed: applying the running policy with it", path);
+          const auto policy = chain_->policy();
+          if (auto r = apply(policy); !r) {
+            spdlog::get("chain")->error("stage object {} refused, generation {} stays: {}", path, chain_->generation(),
+                                        r.error().message);
+            if (!r.error().detail.empty()) spdlog::get("chain")->error("{}", r.error().detail);
+          }
+        },
+        [path = spec.object] { log_main()->warn("{} was deleted or moved away; the stage keeps its program", path); });
+    if (auto st = w->start(); !st) {
+      log_main()->warn("not watching {}: {}", spec.object, st.error().message);
+      continue;
+    }
+    next.emplace(spec.object, std::move(w));
+  }
+  object_watches_ = std::move(next);
 }
 
 int Daemon::start() {
@@ -348,6 +379,7 @@ int Daemon::start() {
                          chain_->generation());
       });
   if (auto st = watch_->start(); !st) log_main()->warn("not reloading on file changes: {}", st.error().message);
+  watch_objects();
   register_commands();
   if (auto st = ctl_.start(); !st) {
     log_main()->error("control socket: {}", st.error().message);
@@ -464,12 +496,24 @@ control::Response Daemon::cmd_status(const nlohmann::json&) {
   nlohmann::json ifs = nlohmann::json::array();
   for (const auto& a : dp_->attachments()) ifs.push_back({{"name", a.ifname}, {"ifindex", a.ifindex}});
   nlohmann::json stages = nlohmann::json::array();
+  // each stage's program as the active generation runs it (a stage swapped in from an object
+  // file shows that program), then the operator's own stages
+  const auto& t = chain_->tables();
+  auto running = [&](uint32_t s) {
+    const uint32_t id = dp_->active_prog_id(s);
+    return id ? id : dp_->prog_id(s);
+  };
   for (const auto& stage : chain::stages()) {
     const uint32_t s = stage->id();
     bool in_chain = s == PD_STAGE_ENTRY || s == PD_STAGE_HTTP || s == PD_STAGE_VERDICT ||
-                    std::find(chain_->tables().stages.begin(), chain_->tables().stages.end(), s) != chain_->tables().stages.end();
-    stages.push_back({{"name", stage->name()}, {"prog_id", dp_->prog_id(s)}, {"in_chain", in_chain}});
+                    std::find(t.stages.begin(), t.stages.end(), s) != t.stages.end();
+    nlohmann::json row = {{"name", stage->name()}, {"prog_id", running(s)}, {"in_chain", in_chain}};
+    if (const auto* src = t.program(s)) row["object"] = src->path;
+    stages.push_back(std::move(row));
   }
+  for (const auto& src : t.programs)
+    if (src.own)
+      stages.push_back({{"name", src.name}, {"prog_id", running(src.stage)}, {"in_chain", true}, {"object", src.path}});
   r.arguments = {{"version", POLICYD_VERSION_STRING},
                  {"generation", chain_->generation()},
                  {"policy_source", policy_source_},

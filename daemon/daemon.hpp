@@ -90,6 +90,9 @@ class Daemon {
   std::unique_ptr<EventService> events_;  // after dp_: stopped before it
   std::unique_ptr<FlowCounter> flow_counter_;  // after dp_: its thread stops before dp_ goes
   std::unique_ptr<ConfigWatch> watch_;
+  // the stage object files of the active policy: a new file is applied (the stage swapped live)
+  std::map<std::string, std::unique_ptr<ConfigWatch>> object_watches_;
+  void watch_objects();
   std::unique_ptr<MetricsServer> metrics_;  // after dp_ and jwt_: stopped before they go
   metrics::Applies applies_;
   std::unique_ptr<LinkWatch> link_watch_;

@@ -70,7 +70,7 @@ Result<ApplyReport> Chain::apply(const config::Policy& policy, bool dry_run, App
     return report;
   }
   // prepare: each stage fills its half of its tables; nothing live changes
-  if (auto st = dp_->prepare(tables, gen, generation_ + 1); !st) return st.error();
+  if (auto st = dp_->prepare(tables, gen, generation_ + 1, &compiled->objects); !st) return st.error();
   if (faults_)
     if (auto st = faults_->prepared(*dp_, gen, generation_ + 1); !st) return st.error();
   // preflight: the prepared generation must agree with the policy on requests made from it

@@ -407,7 +407,32 @@ void Dataplane::flip(uint32_t gen) {
   last_flip_ = std::chrono::steady_clock::now();
 }
 
-Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
+uint32_t Dataplane::active_prog_id(uint32_t stage) const {
+  const uint32_t key = active_gen() * PD_STAGE_MAX + stage;
+  uint32_t id = 0;  // a PROG_ARRAY read from user space gives the program's id
+  return bpf_map_lookup_elem(map_fd(abi::Map::progs), &key, &id) == 0 ? id : 0;
+}
+
+Result<int> Dataplane::file_program(const ProgramSource& src, const Objects* objects) {
+  const auto key = std::make_pair(src.stage, src.digest);
+  if (auto it = file_progs_.find(key); it != file_progs_.end()) return it->second.get();
+  const auto bytes = objects ? objects->find(src.stage) : Objects::const_iterator{};
+  if (!objects || bytes == objects->end())
+    return make_error(fmt::format("stage {}: {} was not read", src.name, src.path));
+  // a built-in's new build: its program by name; an own stage: the object's one program
+  const std::string program = src.own ? "" : fmt::format("pd_{}", src.name);
+  auto fd = load_stage_program(bytes->second, src.name, program, loaded_.maps);
+  if (!fd) {
+    auto e = fd.error();
+    e.message = fmt::format("{} ({})", e.message, src.path);
+    return e;
+  }
+  const int raw = fd->get();
+  file_progs_.emplace(key, std::move(*fd));
+  return raw;
+}
+
+Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag, const Objects* objects) {
   gen &= 1;
   Bss& bss = *bss_.bss;
   if (gen == active_gen() && bss.pd_cfg[gen].gen_tag != 0) return make_error("refusing to overwrite the active generation");
@@ -416,6 +441,15 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   // touching it, then mark it as being refilled (a straggler would see the new tag).
   auto ready = last_flip_ + kRefillGrace;
   if (auto now = std::chrono::steady_clock::now(); now < ready) std::this_thread::sleep_until(ready);
+  // the programs this half runs from files: loaded (and verified) before anything is written
+  std::vector<std::pair<uint32_t, uint64_t>> files;
+  std::map<uint32_t, int> from_file;
+  for (const auto& src : t.programs) {
+    auto fd = file_program(src, objects);
+    if (!fd) return fd.error();
+    from_file[src.stage] = *fd;
+    files.emplace_back(src.stage, src.digest);
+  }
   const MapFds fds = map_fds();
   MapTables tables(fds);
   if (auto st = tables.put(abi::Map::gen_tags, gen, gen_tag); !st) return st;
@@ -426,7 +460,8 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   for (uint32_t s = 0; s < PD_STAGE_MAX; ++s) {
     const uint32_t key = gen * PD_STAGE_MAX + s;
     if (auto st = tables.put(abi::Map::chain, key, t.next[s]); !st) return st;
-    int fd = prog_fd(s);
+    auto file = from_file.find(s);
+    int fd = file != from_file.end() ? file->second : prog_fd(s);
     if (fd < 0) {
       bpf_map_delete_elem(map_fd(abi::Map::progs), &key);
       continue;
@@ -445,6 +480,13 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
   cfg.partial_per_client = partial_per_client();
   cfg.hash_seed = t.config.hash_seed;
   bss.pd_tables_digest[gen] = tables_digest(t);
+  // programs neither half runs any more go (a PROG_ARRAY slot holds its own reference)
+  half_files_[gen] = std::move(files);
+  std::erase_if(file_progs_, [&](const auto& entry) {
+    for (const auto& half : half_files_)
+      if (std::find(half.begin(), half.end(), entry.first) != half.end()) return false;
+    return true;
+  });
   return Ok{};
 }
 

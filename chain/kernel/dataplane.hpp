@@ -15,6 +15,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,7 +52,11 @@ class Dataplane {
   uint64_t active_digest() const;
 
   // Fill generation `gen` (must be the inactive one) with `tables`; nothing live changes.
-  Status prepare(const Tables& tables, uint32_t gen, uint32_t gen_tag);
+  // Stages whose program comes from a file (tables.programs) run the program loaded from
+  // `objects` (by pd_stage; Compiled::objects) in this half: a new build of a stage is
+  // swapped in with the flip, and the other half keeps the program it had.
+  using Objects = std::map<uint32_t, std::vector<unsigned char>>;
+  Status prepare(const Tables& tables, uint32_t gen, uint32_t gen_tag, const Objects* objects = nullptr);
   // Make a prepared generation the active one: one store.
   void flip(uint32_t gen);
   // prepare + flip
@@ -98,6 +103,8 @@ class Dataplane {
   uint32_t egress_prog_id() const { return prog_id_of(egress_prog_fd()); }
   int prog_fd(uint32_t stage) const { return stage < PD_STAGE_MAX ? loaded_.progs[stage].get() : -1; }
   uint32_t prog_id(uint32_t stage) const { return prog_id_of(prog_fd(stage)); }
+  // The program a stage runs in the active generation (its PROG_ARRAY slot), 0 if none.
+  uint32_t active_prog_id(uint32_t stage) const;
   int map_fd(abi::Map map) const { return loaded_.maps[static_cast<unsigned>(map)].get(); }
   // The kernel's per-program statistics (bpf_prog_info run_cnt, run_time_ns): they count
   // only while run-time statistics are enabled (enable_run_stats, or the sysctl
@@ -149,6 +156,12 @@ class Dataplane {
   Status adopt(const std::string& pin_dir, std::map<abi::Map, Fd>& kept);
   Status load_fresh(const std::map<abi::Map, Fd>& reuse);
   void unpin_all();
+
+  // Programs loaded from stage object files, by (pd_stage, digest), and which of them each
+  // half's slots hold: a program goes when neither half runs it any more.
+  std::map<std::pair<uint32_t, uint64_t>, Fd> file_progs_;
+  std::array<std::vector<std::pair<uint32_t, uint64_t>>, 2> half_files_;
+  Result<int> file_program(const ProgramSource& src, const Objects* objects);
 
   Options opts_;
   Origin origin_ = Origin::Fresh;

@@ -52,14 +52,18 @@ struct ObjectCloser {
 };
 using Object = std::unique_ptr<bpf_object, ObjectCloser>;
 
-Result<Object> open_embedded(std::string_view name) {
-  auto elf = embedded_object(name);
-  if (elf.empty()) return make_error(fmt::format("no BPF object named {} in this build", name));
+Result<Object> open_elf(std::span<const unsigned char> elf, std::string_view name) {
   const std::string obj_name(name);
   LIBBPF_OPTS(bpf_object_open_opts, oo, .object_name = obj_name.c_str());
   Object obj(bpf_object__open_mem(elf.data(), elf.size(), &oo));
   if (!obj) return make_error(fmt::format("opening the {} object: {}", name, errstr(errno)));
   return obj;
+}
+
+Result<Object> open_embedded(std::string_view name) {
+  auto elf = embedded_object(name);
+  if (elf.empty()) return make_error(fmt::format("no BPF object named {} in this build", name));
+  return open_elf(elf, name);
 }
 
 Status load_object(bpf_object* obj, std::string_view what) {
@@ -86,7 +90,48 @@ std::optional<abi::Map> shared_map(std::string_view name) {
   return std::nullopt;
 }
 
+// Gives an opened object the chain's shared maps (by name) and loads it.
+Status load_with_shared_maps(bpf_object* obj, const std::array<Fd, abi::kMapCount>& maps, std::string_view what) {
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    auto shared = shared_map(bpf_map__name(map));
+    if (!shared) continue;  // the object's own (.rodata, .bss, its scratch)
+    if (int err = bpf_map__reuse_fd(map, maps[static_cast<unsigned>(*shared)].get()); err)
+      return make_error(fmt::format("reusing map {}: {}", bpf_map__name(map), errstr(err)));
+  }
+  return load_object(obj, what);
+}
+
 }  // namespace
+
+Result<Fd> load_stage_program(std::span<const unsigned char> elf, std::string_view stage, std::string_view program,
+                              const std::array<Fd, abi::kMapCount>& maps) {
+  install_libbpf_logger();
+  auto obj = open_elf(elf, stage);
+  if (!obj) return obj.error();
+  const std::string what = fmt::format("{} stage", stage);
+  if (program.empty()) {  // an own stage: its one SEC("tc") program
+    bpf_program* only = nullptr;
+    bpf_program* p;
+    int n = 0;
+    bpf_object__for_each_program(p, obj->get()) {
+      const std::string_view sec = bpf_program__section_name(p);
+      if (sec == "tc" || sec == "classifier") {
+        only = p;
+        ++n;
+      }
+    }
+    if (n != 1)
+      return make_error(fmt::format("the object of stage {} must hold exactly one SEC(\"tc\") program; it holds {}",
+                                    stage, n));
+    program = bpf_program__name(only);
+    std::string name(program);
+    if (auto st = load_with_shared_maps(obj->get(), maps, what); !st) return st.error();
+    return program_fd(obj->get(), stage, name);
+  }
+  if (auto st = load_with_shared_maps(obj->get(), maps, what); !st) return st.error();
+  return program_fd(obj->get(), stage, program);
+}
 
 std::span<const unsigned char> embedded_object(std::string_view name) {
   for (const auto& o : embedded_objects())
@@ -175,14 +220,7 @@ Result<LoadedChain> load_chain(const LoadOptions& opts) {
     if (auto it = loaded.find(object); it != loaded.end()) return it->second.get();
     auto o = open_embedded(object);
     if (!o) return o.error();
-    bpf_map* map;
-    bpf_object__for_each_map(map, o->get()) {
-      auto shared = shared_map(bpf_map__name(map));
-      if (!shared) continue;  // the object's own (.rodata, .bss, its scratch)
-      if (int err = bpf_map__reuse_fd(map, out.maps[static_cast<unsigned>(*shared)].get()); err)
-        return make_error(fmt::format("reusing map {}: {}", bpf_map__name(map), errstr(err)));
-    }
-    if (auto st = load_object(o->get(), what); !st) return st.error();
+    if (auto st = load_with_shared_maps(o->get(), out.maps, what); !st) return st.error();
     return loaded.emplace(object, std::move(*o)).first->second.get();
   };
   for (const auto& stage : stages()) {

@@ -57,6 +57,12 @@ struct LoadOptions {
 // the end of the verifier's log as the error's detail.
 Result<LoadedChain> load_chain(const LoadOptions& opts);
 
+// A stage program from an object file's bytes, given the chain's shared maps: a built-in
+// stage's new build (`program`: its program's name) or an own stage (`program` empty: the
+// object's one SEC("tc") program). A verifier rejection carries the log's end as detail.
+Result<Fd> load_stage_program(std::span<const unsigned char> elf, std::string_view stage, std::string_view program,
+                              const std::array<Fd, abi::kMapCount>& maps);
+
 // libbpf's messages into the "bpf" logger (once per process is enough; idempotent).
 void install_libbpf_logger();
 // While one lives, libbpf's messages on this thread are also appended to `into`.
