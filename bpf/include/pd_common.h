@@ -8,6 +8,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "pd_abi.h"
+#include "pd_state.h"
 #include "pd_maps.h"
 #include "pd_event.h"
 

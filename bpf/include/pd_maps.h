@@ -6,7 +6,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include "pd_abi.h"
+#include "pd_state.h" /* pd_scratch holds a pd_ctx */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
