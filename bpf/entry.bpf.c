@@ -247,53 +247,44 @@ PD_INLINE void pd_ctx_segment(struct pd_ctx *ctx, struct pd_pkt *p)
 	ctx->tcp_flags = p->tcp_flags;
 }
 
+/* The context for this packet: its state zeroed as one block, then what the packet, the
+ * listener and the generation's configuration say. pipelined and reenter are the caller's
+ * (they carry across a re-entry). */
 PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_pkt *p,
 			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, __u16 listener, int preflight)
 {
-	ctx->preflight = preflight;
+	__builtin_memset(&ctx->pkt, 0, sizeof(ctx->pkt));
 	ctx->magic = PD_CTX_MAGIC;
 	ctx->version = PD_CTX_VERSION;
 	ctx->gen = gen;
 	ctx->stage = PD_STAGE_ENTRY;
+	ctx->preflight = preflight;
 	pd_ctx_segment(ctx, p);
 	ctx->ifindex = skb->ifindex;
 	ctx->l3_off = p->l3_off;
 	ctx->proto = proto;
 	ctx->listener = listener;
-	ctx->from_stage = PD_STAGE_ENTRY;
-	ctx->action = PD_ACT_NONE;
-	ctx->reason = PD_R_NONE;
 	ctx->default_action = cfg->default_action;
 	ctx->fail_open = cfg->fail_open;
 	ctx->max_head = cfg->max_head_bytes;
 	ctx->hash_seed = cfg->hash_seed;
 	ctx->max_pipeline = cfg->max_pipeline;
 	ctx->missing_sni = cfg->missing_sni;
-	ctx->has_sni = 0;
 	__u32 g = gen & 1;
 	__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
 	ctx->gen_tag = tag ? *tag : 0;
-	ctx->head_off = 0;
-	ctx->head_len = 0;
-	ctx->method = 0;
-	ctx->target_off = ctx->target_len = 0;
-	ctx->host_off = ctx->host_len = 0;
-	ctx->auth_off = ctx->auth_len = 0;
-	ctx->auth_count = 0;
-	ctx->upgrade = 0;
-	ctx->jwt_reason = PD_J_OK;
-	ctx->jwt_require = 0;
-	ctx->jwt_sub = 0;
-	ctx->body_len = 0;
-	ctx->chunked = 0;
-	ctx->has_host = 0;
-	ctx->host_norm_len = 0;
-	ctx->path_len = 0;
 	ctx->host_id = PD_RULE_NONE;
 	ctx->rule = PD_RULE_NONE;
-	ctx->jwt = 0;
-	ctx->ratelimit = 0;
-	ctx->head_held = 0;
+}
+
+/* This CPU's scratch context set up for this packet, or NULL (the caller drops it). */
+PD_INLINE struct pd_ctx *pd_ctx_start(struct __sk_buff *skb, struct pd_pkt *p, __u32 gen,
+				      volatile struct pd_config *cfg, __u8 proto, __u16 listener, int preflight)
+{
+	struct pd_ctx *ctx = pd_scratch_ctx();
+	if (ctx)
+		pd_ctx_init(ctx, skb, p, gen, cfg, proto, listener, preflight);
+	return ctx;
 }
 
 /* Is the packet's destination the listener's address (or prefix), if it has one? */
@@ -400,8 +391,7 @@ PD_INLINE void pd_track_ts(struct __sk_buff *skb, struct pd_flow *f, struct pd_p
 {
 	if (!pd_ts_may_advance(skb, f, p))
 		return;
-	__u32 z = 0;
-	struct pd_ctx *c = bpf_map_lookup_elem(&pd_scratch, &z);
+	struct pd_ctx *c = pd_scratch_ctx();
 	if (c)
 		pd_follow_ts(skb, c, f, p);
 }
@@ -585,11 +575,9 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		/* An IPv6 header chain too long to walk: it may carry a listener's segment, which
 		 * must never pass unjudged. The fail mode, whatever it carries (no listener or
 		 * port is known: the event names the addresses only). */
-		__u32 z = 0;
-		struct pd_ctx *uc = bpf_map_lookup_elem(&pd_scratch, &z);
+		struct pd_ctx *uc = pd_ctx_start(skb, &p, gen, cfg, 0, PD_LISTENER_NONE, preflight);
 		if (!uc)
 			return TC_ACT_SHOT;
-		pd_ctx_init(uc, skb, &p, gen, cfg, 0, PD_LISTENER_NONE, preflight);
 		return pd_fail_inline(uc, PD_R_IPV6_CHAIN);
 	}
 	if (r == PD_P_UDP && !cfg->quic_deny)
@@ -621,11 +609,9 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		/* Never judged on the first fragment alone, never passed as if it had been: the
 		 * fail mode. Later fragments carry no ports; without the first, the server cannot
 		 * reassemble them. */
-		__u32 z = 0;
-		struct pd_ctx *fc = bpf_map_lookup_elem(&pd_scratch, &z);
+		struct pd_ctx *fc = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
 		if (!fc)
 			return TC_ACT_SHOT;
-		pd_ctx_init(fc, skb, &p, gen, cfg, proto, l->id, preflight);
 		return pd_fail_inline(fc, PD_R_FRAGMENT);
 	}
 
@@ -646,8 +632,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		}
 		__u8 has_ts = 0;
 		__u32 tsval = 0;
-		__u32 z = 0;
-		struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
+		struct pd_ctx *sc = pd_scratch_ctx(); /* its work area walks the options */
 		if (!sc)
 			return TC_ACT_SHOT;
 		if (!f) {
@@ -721,8 +706,7 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		__u32 ahead = p.seq - e->isn;
 		int acked = !e->synack || p.ack == e->srv_isn + 1;
 		if (!e->refused && acked && ahead >= 1 && ahead < (1u << 30)) {
-			__u32 z = 0;
-			struct pd_ctx *hc = bpf_map_lookup_elem(&pd_scratch, &z);
+			struct pd_ctx *hc = pd_scratch_ctx();
 			if (!hc)
 				return TC_ACT_SHOT;
 			_Static_assert(sizeof(struct pd_flow) <= sizeof(hc->head.buf), "head too small");
@@ -738,12 +722,9 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		 * carry a request; with data we do not know where requests begin. */
 		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST))
 			return TC_ACT_OK;
-		struct pd_ctx *c0 = 0;
-		__u32 zero = 0;
-		c0 = bpf_map_lookup_elem(&pd_scratch, &zero);
+		struct pd_ctx *c0 = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
 		if (!c0)
 			return TC_ACT_SHOT;
-		pd_ctx_init(c0, skb, &p, gen, cfg, proto, l->id, preflight);
 		return pd_early_fail(skb, c0, PD_R_NO_FLOW);
 	}
 
@@ -756,10 +737,8 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		 * the client does not linger; everything else is dropped. */
 		if (f->verdict != PD_ACT_DROP && !(p.tcp_flags & PD_TCP_RST) &&
 		    (p.payload_len || (p.tcp_flags & PD_TCP_FIN))) {
-			__u32 z = 0;
-			struct pd_ctx *rc = bpf_map_lookup_elem(&pd_scratch, &z);
+			struct pd_ctx *rc = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
 			if (rc) {
-				pd_ctx_init(rc, skb, &p, gen, cfg, proto, l->id, preflight);
 				if (p.tcp_flags & PD_TCP_FIN)
 					rc->payload_len += 1; /* the FIN takes a sequence number */
 				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
@@ -811,11 +790,9 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 
 	/* ---- slow path: a request head starts or continues in this segment, or judged
 	 * bytes arrive again ------------------------------------------------------------ */
-	__u32 zero = 0;
-	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
+	struct pd_ctx *ctx = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
 	if (!ctx)
 		return TC_ACT_SHOT;
-	pd_ctx_init(ctx, skb, &p, gen, cfg, proto, l->id, preflight);
 	/* re-entered by the verdict stage for the next head of this segment? */
 	int reentered = ctx->reenter;
 	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;

@@ -28,10 +28,16 @@ PD_INLINE void pd_count_ctx(struct pd_ctx *ctx, __u32 idx)
 		pd_count(idx);
 }
 
-PD_INLINE struct pd_ctx *pd_ctx_get(void)
+/* This CPU's scratch context as it is: for the entry program, which stamps it. */
+PD_INLINE struct pd_ctx *pd_scratch_ctx(void)
 {
 	__u32 zero = 0;
-	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
+	return bpf_map_lookup_elem(&pd_scratch, &zero);
+}
+
+PD_INLINE struct pd_ctx *pd_ctx_get(void)
+{
+	struct pd_ctx *ctx = pd_scratch_ctx();
 	/* A stage reached by tail call trusts only a context the entry program stamped. */
 	if (ctx && ctx->magic == PD_CTX_MAGIC && ctx->version == PD_CTX_VERSION)
 		return ctx;

@@ -11,6 +11,14 @@
 #define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
 #define PD_CTX_VERSION 2
 
+/* Members named one by one (ctx->action) and, together, as one block (ctx->pkt) that a
+ * single memset clears: the kernel's struct_group(). */
+#define PD_RESET_GROUP(NAME, ...)            \
+	union {                              \
+		struct { __VA_ARGS__ };      \
+		struct { __VA_ARGS__ } NAME; \
+	}
+
 /* The per-CPU scratch context (pd_scratch) one packet's stages share. */
 struct pd_ctx {
 	__u32 magic;
@@ -18,70 +26,81 @@ struct pd_ctx {
 	__u8 gen;          /* generation read once by the entry program */
 	__u8 stage;        /* stage running now (pd_stage) */
 
-	struct pd_flow_key key;
-	__u32 ifindex;
-	__u16 l3_off;      /* offset of the IP header in the frame */
-	__u16 l4_off;      /* offset of the TCP header */
-	__u16 payload_off; /* offset of the TCP payload */
-	__u8 family;
-	__u8 proto;        /* listener protocol */
-	__u32 seq;         /* TCP seq / ack / flags of this segment (host order) */
-	__u32 ack;
-	__u32 payload_len;
-	__u8 tcp_flags;
-	__u8 action;       /* running verdict, pd_action */
-	__u8 reason;       /* pd_reason if the fail mode applies */
-	__u8 default_action;
-
-	__u32 head_off;    /* offset of this head within the segment payload (for pipelining) */
-	__u32 head_len;    /* bytes of the head (through the blank line) */
-	__u32 max_head;
-	__u32 scan_from;   /* end-of-head search resumes here */
-
-	/* HTTP head, filled by the parser */
-	__u32 method;      /* pd_method bit */
-	__u16 target_off;  /* request-target within head[] */
-	__u16 target_len;
-	__u16 host_off;    /* raw authority within head[] */
-	__u16 host_len;
-	__u16 auth_off;    /* Authorization value (JWT stage) */
-	__u16 auth_len;
-	__u32 body_len;    /* Content-Length */
-	__u8 chunked;
-	__u8 http_minor;
-	__u8 has_host;
-	__u8 fail_open;
-
-	/* host and path stages */
-	__u32 host_norm_len;
-	__u32 path_len;
-	__u32 host_id;     /* matched host, PD_RULE_NONE if none */
-	__u32 rule;        /* matched route, PD_RULE_NONE if none */
-	__u8 jwt;
-	__u8 ratelimit;
+	/* Carried from one head of a segment to the next (the verdict stage re-enters the entry
+	 * program with them), so not part of the packet's state below. */
 	__u8 pipelined;    /* heads judged in this segment before this one */
 	__u8 reenter;      /* set by the verdict stage right before re-entering the entry */
-	__u8 max_pipeline; /* from the generation's config */
-	__u8 preflight;    /* a probe of a prepared generation: no replies, no counters */
-	__u32 gen_tag;     /* pd_gen_tags[gen] when the packet entered */
-	__u8 missing_sni;  /* from the generation's config */
-	__u8 has_sni;      /* the ClientHello carried server_name */
-	__u8 auth_count;   /* Authorization header lines */
-	__u8 jwt_reason;   /* pd_jwt_reason of the JWT stage's decision */
-	__u16 listener;    /* pd_listener.id (decision events) */
-	__u8 from_stage;   /* the stage that made the last tail call (the verdict's: who decided) */
-	__u8 pad_ev;
-	__u64 jwt_require; /* claim bits of the matched route */
-	__u64 jwt_sub;     /* pd_hash of the verified token's sub (0: none) — the rate limit's jwt_sub key */
-	__u64 host_hash;   /* pd_hash of the whole normalized host (host stage) — the rate limit's host key */
-	__u32 retry_after; /* rate limit: seconds until a token is there (the 429's Retry-After) */
-	__u32 rl_index;    /* rate limit: the limit's index in the generation (counters) */
-	__u64 hash_seed;
-	__u8 head_held;    /* the head came in several segments: pd_accum keeps its bytes */
-	__u8 seg_has_ts;   /* this segment carries a TCP timestamp (pd_discard_check) */
-	__u8 upgrade;      /* the head carries an Upgrade header (WebSocket, h2c) */
-	__u8 pad_held;
-	__u32 seg_tsval;   /* its TSval */
+	__u8 pad[6];
+
+	/* This packet's state, zeroed as one block by pd_ctx_init (ctx->pkt) before it sets
+	 * what comes from the packet and the configuration: a field added here starts every
+	 * packet at zero, never with what the last packet on this CPU left in it. What follows
+	 * the block is not reset (the buffers would cost too much per packet): a stage sets up
+	 * its work area before it reads it, and the lengths in the block say what a buffer
+	 * holds. */
+	PD_RESET_GROUP(pkt,
+		struct pd_flow_key key;
+		__u32 ifindex;
+		__u16 l3_off;      /* offset of the IP header in the frame */
+		__u16 l4_off;      /* offset of the TCP header */
+		__u16 payload_off; /* offset of the TCP payload */
+		__u8 family;
+		__u8 proto;        /* listener protocol */
+		__u32 seq;         /* TCP seq / ack / flags of this segment (host order) */
+		__u32 ack;
+		__u32 payload_len;
+		__u8 tcp_flags;
+		__u8 action;       /* running verdict, pd_action */
+		__u8 reason;       /* pd_reason if the fail mode applies */
+		__u8 default_action;
+
+		__u32 head_off;    /* offset of this head within the segment payload (for pipelining) */
+		__u32 head_len;    /* bytes of the head (through the blank line) */
+		__u32 max_head;
+
+		/* HTTP head, filled by the parser */
+		__u32 method;      /* pd_method bit */
+		__u16 target_off;  /* request-target within head[] */
+		__u16 target_len;
+		__u16 host_off;    /* raw authority within head[] */
+		__u16 host_len;
+		__u16 auth_off;    /* Authorization value (JWT stage) */
+		__u16 auth_len;
+		__u32 body_len;    /* Content-Length */
+		__u8 chunked;
+		__u8 http_minor;
+		__u8 has_host;
+		__u8 fail_open;
+
+		/* host and path stages */
+		__u32 host_norm_len;
+		__u32 path_len;
+		__u32 host_id;     /* matched host, PD_RULE_NONE if none */
+		__u32 rule;        /* matched route, PD_RULE_NONE if none */
+		__u8 jwt;
+		__u8 ratelimit;
+		__u8 max_pipeline; /* from the generation's config */
+		__u8 preflight;    /* a probe of a prepared generation: no replies, no counters */
+		__u32 gen_tag;     /* pd_gen_tags[gen] when the packet entered */
+		__u8 missing_sni;  /* from the generation's config */
+		__u8 has_sni;      /* the ClientHello carried server_name */
+		__u8 auth_count;   /* Authorization header lines */
+		__u8 jwt_reason;   /* pd_jwt_reason of the JWT stage's decision */
+		__u16 listener;    /* pd_listener.id (decision events) */
+		__u8 from_stage;   /* the stage that made the last tail call (the verdict's: who decided) */
+		__u8 pad_ev;
+		__u64 jwt_require; /* claim bits of the matched route */
+		__u64 jwt_sub;     /* pd_hash of the verified token's sub (0: none) — the rate limit's jwt_sub key */
+		__u64 host_hash;   /* pd_hash of the whole normalized host (host stage) — the rate limit's host key */
+		__u32 retry_after; /* rate limit: seconds until a token is there (the 429's Retry-After) */
+		__u32 rl_index;    /* rate limit: the limit's index in the generation (counters) */
+		__u64 hash_seed;
+		__u8 head_held;    /* the head came in several segments: pd_accum keeps its bytes */
+		__u8 seg_has_ts;   /* this segment carries a TCP timestamp (pd_discard_check) */
+		__u8 upgrade;      /* the head carries an Upgrade header (WebSocket, h2c) */
+		__u8 pad_held;
+		__u32 seg_tsval;   /* its TSval */
+	);
 	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
 	 * verifier, so a bpf_loop state machine converges instead of being explored value by
 	 * value (which a state kept on the stack would be). */
@@ -96,6 +115,9 @@ struct pd_ctx {
 	struct pd_accum head;
 };
 
+/* pd_ctx_init's zeroed block starts each of these at its "nothing yet" */
+_Static_assert(PD_ACT_NONE == 0 && PD_R_NONE == 0 && PD_J_OK == 0 && PD_STAGE_ENTRY == 0 && PD_HELD_NONE == 0,
+	       "zero is the start of the packet's state");
 _Static_assert(sizeof(struct pd_ctx) <= 32768, "per-CPU values are limited to 32 KiB");
 
 #endif /* PD_STATE_H */
