@@ -23,14 +23,6 @@ volatile __u32 pd_preflight_gen;
 /* ---- end-of-head search ------------------------------------------------------------
  * A head ends at an empty line: LF followed by LF, or LF CR LF. Bare-LF endings count, so
  * we never keep accumulating a head that a lenient server has already acted on. */
-struct pd_scan_state { /* lives in ctx->work: opaque to the verifier, so the loop converges */
-	__u32 from;
-	__u32 to;
-	__u32 end; /* index after the final LF, 0 if not found */
-	__u32 lead; /* only CR/LF so far: empty lines before the request line, skipped (RFC 9112 2.2) */
-	__u32 first; /* find the end of the request line instead (the first LF after the lead) */
-};
-
 struct pd_scan {
 	__u8 *buf; /* map value: the context's head or an accumulation entry */
 	struct pd_ctx *ctx;
@@ -38,7 +30,7 @@ struct pd_scan {
 
 static long pd_scan_cb(__u32 i, struct pd_scan *sc)
 {
-	struct pd_scan_state *s = (struct pd_scan_state *)sc->ctx->work;
+	struct pd_scan_state *s = &sc->ctx->work.scan;
 	__u32 pos = s->from;
 	if (pos >= s->to)
 		return 1;
@@ -92,7 +84,7 @@ PD_INLINE int pd_http_versioned(__u8 *buf, __u32 lf)
 
 PD_INLINE __u32 pd_find_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u32 to)
 {
-	struct pd_scan_state *s = (struct pd_scan_state *)ctx->work;
+	struct pd_scan_state *s = &ctx->work.scan;
 	struct pd_scan sc = { .buf = buf, .ctx = ctx };
 	s->from = from;
 	s->to = to;
@@ -178,7 +170,7 @@ PD_INLINE int pd_judge_head(struct __sk_buff *skb, struct pd_ctx *ctx)
 }
 
 /* Compare len payload bytes at skb offset off with buf[pos..]: 0 if equal. The segment's
- * bytes are loaded 64 at a time into ctx->work (a map value: no stack for them). */
+ * bytes are loaded 64 at a time into ctx->work.cmp (a map value: no stack for them). */
 struct pd_cmp {
 	struct __sk_buff *skb;
 	struct pd_ctx *ctx;
@@ -191,7 +183,7 @@ struct pd_cmp {
 
 static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
 {
-	__u8 *tmp = (__u8 *)c->ctx->work;
+	__u8 *tmp = c->ctx->work.cmp;
 	__u32 done = i * 64;
 	int n = pd_load_chunk(c->skb, c->off, c->len, i, tmp, 64);
 	if (n <= 0) {
@@ -211,7 +203,6 @@ static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
 
 PD_INLINE int pd_compare(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 off, __u8 *buf, __u32 pos, __u32 len)
 {
-	_Static_assert(sizeof(ctx->work) >= 64, "work too small");
 	struct pd_cmp c = { .skb = skb, .ctx = ctx, .buf = buf, .off = off, .pos = pos, .len = len, .diff = 0 };
 	if (len == 0)
 		return 0;

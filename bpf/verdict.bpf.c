@@ -57,7 +57,7 @@ const volatile char r429_tail[] = "\r\nContent-Length: 0\r\n"
 
 PD_INLINE struct resp resp_429(struct pd_ctx *ctx)
 {
-	char *o = (char *)ctx->work;
+	char *o = ctx->work.reply;
 	__u32 n = sizeof(r429_head) - 1;
 #pragma unroll
 	for (__u32 i = 0; i < sizeof(r429_head) - 1; i++)

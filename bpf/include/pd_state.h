@@ -11,6 +11,121 @@
 #define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
 #define PD_CTX_VERSION 2
 
+/* ---- the stages' work areas ------------------------------------------------------------
+ * Stage-private working state, one at a time in ctx->work. Loop state kept there, in a map
+ * value, is opaque to the verifier, so a bpf_loop state machine converges instead of being
+ * explored value by value (which a state kept on the stack would be). Each stage sets up its
+ * member before reading it: nothing in it outlives the stage. */
+/* entry: the end-of-head search (pd_find_head_end) */
+struct pd_scan_state {
+	__u32 from;
+	__u32 to;
+	__u32 end; /* index after the final LF, 0 if not found */
+	__u32 lead; /* only CR/LF so far: empty lines before the request line, skipped (RFC 9112 2.2) */
+	__u32 first; /* find the end of the request line instead (the first LF after the lead) */
+};
+
+/* TCP options (pd_tcp_options, pd_segment.h); also the value of pd_egress_work (the egress
+ * program has no context) */
+struct pd_opt_walk {
+	__u32 i;
+	__u32 n;
+	__u64 result;
+	__u8 b[64];
+};
+
+/* http: the head parser */
+struct pd_http {
+	__u32 len;
+	__u32 pos;
+	__u8 st;
+	__u8 reason;
+	__u8 cur;        /* header being read (one H_* bit, or 0) */
+	__u8 cand;       /* candidate names while reading a name */
+	__u16 tok;       /* start of the current token */
+	__u16 name_len;
+	__u16 val_start;
+	__u16 val_end;   /* after the last non-OWS value byte */
+	__u16 vlen;      /* value bytes seen (for value matching) */
+	__u8 te_match;   /* value still equals a prefix of "chunked" */
+	__u8 cl_seen;
+	__u8 cl_bad;
+	__u8 cl_ows;     /* whitespace after the length's digits (trailing OWS, not part of the value) */
+	__u8 hosts;
+	__u32 cl;
+	__u32 cl_cur;
+	__u16 m_start, m_len, t_start, t_len;
+};
+
+/* http: the authority, normalized into ctx->host */
+struct pd_hostnorm {
+	__u32 off;
+	__u32 n;
+	__u32 out;
+	__u8 in_v6;
+	__u8 port;
+	__u8 v6_done;
+	__u8 reason;
+};
+
+/* path: the path, normalized into ctx->path */
+struct pd_pathnorm {
+	__u32 in;        /* next input index into head[] */
+	__u32 in_end;
+	__u32 out;       /* bytes in ctx->path */
+	__u32 seg_start; /* output index where the current segment starts */
+	__u32 depth;     /* completed segments on the stack */
+	__u32 seg_len;
+	__u8 all_dots;
+	__u8 pct;        /* 0, or 1/2 inside a %XX escape */
+	__u8 hi;
+	__u8 reason;
+	__u8 stop;
+};
+
+/* sni: a ClientHello's records, made one contiguous handshake */
+struct pd_tls_compact {
+	__u32 src;
+	__u32 dst;
+	__u32 rec_end; /* src offset where the current record ends */
+	__u32 end;     /* bytes of records held */
+	__u8 bad;
+};
+
+/* sni: the extension list */
+struct pd_tls_exts {
+	__u32 p;
+	__u32 end;
+	__u32 sni_off;
+	__u32 sni_len;
+	__u8 sni_seen;
+	__u8 bad;       /* a pd_reason */
+	__u8 done;
+};
+
+/* sni: server_name, normalized into ctx->host */
+struct pd_sninorm {
+	__u32 off;
+	__u32 n;
+	__u32 out;
+	__u8 bad;
+	__u8 digits;      /* the label being read is all digits so far */
+	__u8 prev_digits; /* the label before it was */
+};
+
+union pd_work {
+	struct pd_scan_state scan;
+	__u8 cmp[64];               /* entry: segment bytes compared with held ones (pd_compare) */
+	struct pd_opt_walk opt;
+	struct pd_http http;
+	struct pd_hostnorm hostnorm;
+	struct pd_pathnorm pathnorm;
+	struct pd_tls_compact compact;
+	struct pd_tls_exts exts;
+	struct pd_sninorm sninorm;
+	char reply[128];            /* verdict: the 429, composed (the stages before are done) */
+};
+
 /* Members named one by one (ctx->action) and, together, as one block (ctx->pkt) that a
  * single memset clears: the kernel's struct_group(). */
 #define PD_RESET_GROUP(NAME, ...)            \
@@ -101,10 +216,7 @@ struct pd_ctx {
 		__u8 pad_held;
 		__u32 seg_tsval;   /* its TSval */
 	);
-	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
-	 * verifier, so a bpf_loop state machine converges instead of being explored value by
-	 * value (which a state kept on the stack would be). */
-	__u64 work[16];
+	union pd_work work; /* the running stage's (see above) */
 
 	__u8 prefix_lens[PD_PATTERN_MAX / 8]; /* of the matched host (copied by the host stage) */
 	__u8 host[PD_HOST_MAX];
