@@ -209,7 +209,7 @@ int pd_verdict(struct __sk_buff *skb)
 		if (ctx->pipelined + 1 < ctx->max_pipeline) {
 			ctx->reenter = 1;
 			ctx->stage = PD_STAGE_VERDICT;
-			bpf_tail_call(skb, &pd_progs, (__u32)(ctx->gen & 1) * PD_STAGE_MAX + PD_STAGE_ENTRY);
+			pd_tail_call(skb, ctx->gen, PD_STAGE_ENTRY);
 			ctx->reenter = 0;
 		}
 		/* Out of tail calls: pass what was judged; TCP resends the rest. */

@@ -883,7 +883,7 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag) {
     }
   }
   for (uint32_t s = 0; s < PD_STAGE_MAX; ++s) {
-    uint32_t key = gen * PD_STAGE_MAX + s;
+    uint32_t key = pd_slot(gen, s);
     uint32_t next = t.next[s];
     if (bpf_map_update_elem(chain, &key, &next, BPF_ANY) != 0)
       return make_error(fmt::format("writing chain map: {}", errstr(errno)));

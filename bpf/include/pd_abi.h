@@ -19,7 +19,7 @@
 			  * 7: the client's address in pd_event_jwt; the server's SYN-ACK in pd_syn;
 			  *    pd_rl_counts and pd_rl_limit.max_buckets */
 
-/* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
+/* ---- stages: PROG_ARRAY slot = pd_slot(gen, stage) = gen * PD_STAGE_MAX + stage ------- */
 enum pd_stage {
 	PD_STAGE_ENTRY = 0,     /* the attached program; also re-entered for pipelined heads */
 	PD_STAGE_HTTP = 1,      /* HTTP head parser (fixed, runs before the chain for HTTP) */
@@ -34,6 +34,14 @@ enum pd_stage {
 #define PD_GENERATIONS 2
 #define PD_PROG_SLOTS (PD_GENERATIONS * PD_STAGE_MAX)
 #define PD_STAGE_NONE 0xff
+
+/* The PROG_ARRAY slot of a stage in a generation, and its pd_chain index: the controller
+ * fills the slots and the programs' one tail call (pd_tail_call) reads them with this one
+ * function, so the two can never disagree. */
+static inline __attribute__((always_inline)) __u32 pd_slot(__u32 gen, __u32 stage)
+{
+	return (gen & 1) * PD_STAGE_MAX + (stage & (PD_STAGE_MAX - 1));
+}
 
 /* ---- actions (route/rule actions and the final verdict) ----------------------------- */
 enum pd_action {
