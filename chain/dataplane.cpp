@@ -24,6 +24,7 @@
 #include <spdlog/spdlog.h>
 
 #include "chain/kernel_probe.hpp"
+#include "egress.skel.h"
 #include "entry.skel.h"
 #include "host.skel.h"
 #include "jwt.skel.h"
@@ -146,6 +147,7 @@ bpf_object* path_obj(path_bpf* s) { return s->obj; }
 bpf_object* jwt_obj(jwt_bpf* s) { return s->obj; }
 bpf_object* ratelimit_obj(ratelimit_bpf* s) { return s->obj; }
 bpf_object* verdict_obj(verdict_bpf* s) { return s->obj; }
+bpf_object* egress_obj(egress_bpf* s) { return s->obj; }
 
 bool is_bpffs(const std::string& dir) {
   struct statfs st {};
@@ -185,6 +187,7 @@ uint64_t Dataplane::build_id() {
     h = elf_hash<jwt_bpf>(h, jwt_bpf__elf_bytes);
     h = elf_hash<ratelimit_bpf>(h, ratelimit_bpf__elf_bytes);
     h = elf_hash<verdict_bpf>(h, verdict_bpf__elf_bytes);
+    h = elf_hash<egress_bpf>(h, egress_bpf__elf_bytes);
     return h;
   }();
   return id;
@@ -575,6 +578,8 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
     return st;
   if (auto st = load_stage(verdict_, verdict_bpf__open, verdict_bpf__load, verdict_obj, owner, "verdict"); !st)
     return st;
+  // not a stage (it is attached at egress, not tail-called), but it shares entry's maps as they do
+  if (auto st = load_stage(egress_, egress_bpf__open, egress_bpf__load, egress_obj, owner, "egress"); !st) return st;
   for (const char* name : kSharedMaps) {
     bpf_map* m = bpf_object__find_map_by_name(owner, name);
     if (!m) return make_error(fmt::format("map {} is missing from the entry object", name));
@@ -582,7 +587,7 @@ Status Dataplane::load_fresh(const Options& opts, const std::map<std::string, in
   }
   progs_[PD_STAGE_ENTRY] = bpf_program__fd(entry_->progs.pd_entry);
   preflight_fd_ = bpf_program__fd(entry_->progs.pd_preflight);
-  egress_fd_ = bpf_program__fd(entry_->progs.pd_egress);
+  egress_fd_ = bpf_program__fd(egress_->progs.pd_egress);
   progs_[PD_STAGE_HTTP] = bpf_program__fd(http_->progs.pd_http);
   progs_[PD_STAGE_SNI] = bpf_program__fd(sni_->progs.pd_sni);
   progs_[PD_STAGE_HOST] = bpf_program__fd(host_->progs.pd_host);
@@ -619,6 +624,7 @@ Dataplane::~Dataplane() {
     munmap(bss_, bss_len_);
     close(bss_fd_);
   }
+  if (egress_) egress_bpf__destroy(egress_);
   if (verdict_) verdict_bpf__destroy(verdict_);
   if (ratelimit_) ratelimit_bpf__destroy(ratelimit_);
   if (jwt_) jwt_bpf__destroy(jwt_);

@@ -26,6 +26,7 @@ struct path_bpf;
 struct jwt_bpf;
 struct ratelimit_bpf;
 struct verdict_bpf;
+struct egress_bpf;
 
 namespace policyd::chain {
 
@@ -176,6 +177,7 @@ class Dataplane {
   jwt_bpf* jwt_ = nullptr;
   ratelimit_bpf* ratelimit_ = nullptr;
   verdict_bpf* verdict_ = nullptr;
+  egress_bpf* egress_ = nullptr;
   std::map<std::string, int> maps_;  // shared maps by name (fds owned when adopted)
   int progs_[PD_STAGE_MAX] = {-1, -1, -1, -1, -1, -1, -1, -1};
   int preflight_fd_ = -1;

@@ -47,7 +47,7 @@ PD_INLINE int pd_tcp_csum_ok(struct __sk_buff *skb, struct pd_ctx *ctx)
  * pd_tcp_options() returns PD_OPT_SIG if there is an MD5 (19) or TCP-AO (29) option,
  * PD_OPT_TS | TSval if there is a timestamp, PD_OPT_WS | shift << 40 if there is a window
  * scale, PD_OPT_BAD if they do not parse. The walk keeps its state in a map value (opaque
- * to the verifier, so the loop converges): the context's work area, or pd_egress_work. */
+ * to the verifier, so the loop converges): the context's work area, or egress's egress_work. */
 #define PD_OPT_TS (1ULL << 32)
 #define PD_OPT_SIG (1ULL << 33)
 #define PD_OPT_BAD (1ULL << 34)

@@ -25,8 +25,8 @@ struct pd_scan_state {
 	__u32 first; /* find the end of the request line instead (the first LF after the lead) */
 };
 
-/* TCP options (pd_tcp_options, pd_segment.h); also the value of pd_egress_work (the egress
- * program has no context) */
+/* TCP options (pd_tcp_options, pd_segment.h); also the value of egress_work (egress.bpf.c:
+ * the egress program has no context) */
 struct pd_opt_walk {
 	__u32 i;
 	__u32 n;
