@@ -549,6 +549,379 @@ PD_INLINE struct pd_flow *pd_flow_from_syn(struct pd_flow_key *key, struct pd_sy
 /* probes of a prepared generation are not traffic: not counted */
 #define PD_COUNT(idx) do { if (!preflight) pd_count(idx); } while (0)
 
+/* What a part of pd_entry_run returns when it has not decided the packet: the next part
+ * goes on. No TC action is negative but TC_ACT_UNSPEC (-1). */
+#define PD_GO_ON (-128)
+
+/* ---- connection start: insert once, then write in place -------------------------------
+ * A SYN without ACK. Decided here, but for data on the SYN of a flow restarted here (TCP
+ * Fast Open): p->seq then moves past the SYN, and the data goes on as a head like any other. */
+PD_INLINE int pd_entry_syn(struct __sk_buff *skb, struct pd_pkt *p, struct pd_flow *f, struct pd_listener *l,
+			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, const int preflight)
+{
+	if (f && f->srv == PD_SRV_SEEN) {
+		/* The server has (or had) a connection on this 4-tuple. If it still has, it
+		 * ignores this SYN (a challenge ACK), and so must the gateway: restarting the
+		 * flow here would let the old connection's bytes pass as "before the head".
+		 * Only the server's SYN-ACK for this SYN makes it a new connection (pd_egress).
+		 * Data on it (Fast Open) cannot be told to belong to either: dropped, the
+		 * client sends it again after the handshake. */
+		f->syn_isn = p->seq;
+		f->syn_pending = 1;
+		return p->payload_len ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	__u8 has_ts = 0;
+	__u32 tsval = 0;
+	struct pd_ctx *sc = pd_scratch_ctx(); /* its work area walks the options */
+	if (!sc)
+		return TC_ACT_SHOT;
+	if (!f) {
+		/* A new connection waits in pd_syn until its handshake completes: a flood of
+		 * SYNs (from spoofed sources, that never complete) cannot push established
+		 * connections out of pd_flows. Data on the SYN (Fast Open) is cut off: the
+		 * server sees a plain SYN, acknowledges none of it, and the client sends it
+		 * again after the handshake, where it is judged like any head. */
+		__u64 o = pd_tcp_options(skb, sc, p->l4_off, p->payload_off);
+		struct pd_syn e = {
+			.isn = p->seq,
+			.tsval = (__u32)o,
+			.listener = l->id,
+			.proto = proto,
+			.gen = (__u8)gen,
+			.has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD),
+			.client_if = skb->ifindex,
+		};
+		bpf_map_update_elem(&pd_syn, &p->key, &e, BPF_ANY);
+		PD_COUNT(PD_C_SYN_NEW);
+		if (!p->payload_len)
+			return TC_ACT_OK;
+		pd_ctx_init(sc, skb, p, gen, cfg, proto, l->id, preflight);
+		return pd_truncate(skb, sc, p->seq) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	if (p->payload_len) {
+		/* data on the SYN (TCP Fast Open) is a head like any other: only if the
+		 * server would take the segment */
+		pd_ctx_init(sc, skb, p, gen, cfg, proto, l->id, preflight);
+		int ig = pd_discard_check(skb, sc, 0, p->ttl);
+		if (ig >= 0) {
+			PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
+			return TC_ACT_SHOT;
+		}
+		has_ts = sc->seg_has_ts;
+		tsval = sc->seg_tsval;
+	} else {
+		__u64 o = pd_tcp_options(skb, sc, p->l4_off, p->payload_off);
+		has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD);
+		tsval = (__u32)o;
+	}
+	/* a flow without the server's side (it never saw a SYN-ACK leave): restarted */
+	pd_flow_start(f, p->seq, has_ts, tsval);
+	f->client_if = skb->ifindex;
+	f->proto = proto;
+	f->gen = gen;
+	f->listener = l->id;
+	if (p->payload_len == 0)
+		return TC_ACT_OK;
+	p->seq += 1; /* data on the SYN (TCP Fast Open) starts after the SYN's sequence */
+	return PD_GO_ON;
+}
+
+/* ---- a segment of no flow entry -------------------------------------------------------
+ * The ACK that completes a handshake waiting in pd_syn makes the flow entry (*fp, and on);
+ * anything else is decided here. */
+PD_INLINE int pd_entry_no_flow(struct __sk_buff *skb, struct pd_pkt *p, struct pd_listener *l, __u32 gen,
+			       volatile struct pd_config *cfg, __u8 proto, const int preflight, struct pd_flow **fp)
+{
+	struct pd_syn *e = (p->tcp_flags & PD_TCP_RST) ? 0 : bpf_map_lookup_elem(&pd_syn, &p->key);
+	if (e && !(p->tcp_flags & PD_TCP_ACK)) {
+		/* data without ACK in a handshake: the server discards it */
+		if (!p->payload_len)
+			return TC_ACT_OK;
+		PD_COUNT(PD_C_IGNORED_BASE + PD_IG_NO_ACK);
+		return TC_ACT_SHOT;
+	}
+	if (e) {
+		/* The handshake's ACK (or data after it) completes it, unless the server answered
+		 * the SYN otherwise (a challenge ACK on a 4-tuple it has a connection on: its old
+		 * stream must not pass as new). When the server's SYN-ACK was seen leave, the ACK
+		 * must acknowledge it (its sequence number + 1): only a client that received it
+		 * knows that number, so a spoofed source never gets a flow entry, whether or not
+		 * the server answers its SYN. A segment after the first (the ACK lost on the way)
+		 * starts the flow too: it is then out of order, dropped, and TCP sends the bytes
+		 * before it (HTTP and TLS servers send nothing before the client's first bytes, so
+		 * its acknowledgment is still the SYN-ACK's). */
+		__u32 ahead = p->seq - e->isn;
+		int acked = !e->synack || p->ack == e->srv_isn + 1;
+		if (!e->refused && acked && ahead >= 1 && ahead < (1u << 30)) {
+			struct pd_ctx *hc = pd_scratch_ctx();
+			if (!hc)
+				return TC_ACT_SHOT;
+			_Static_assert(sizeof(struct pd_flow) <= sizeof(hc->head.buf), "head too small");
+			struct pd_flow *f = pd_flow_from_syn(&p->key, e, (struct pd_flow *)hc->head.buf);
+			if (!f)
+				return pd_flow_table_full(p, l->id, gen, preflight);
+			bpf_map_delete_elem(&pd_syn, &p->key);
+			PD_COUNT(PD_C_FLOWS_NEW);
+			*fp = f;
+			return PD_GO_ON;
+		}
+	}
+	/* A segment of a connection whose start we never saw: without data it cannot
+	 * carry a request; with data we do not know where requests begin. */
+	if (p->payload_len == 0 || (p->tcp_flags & PD_TCP_RST))
+		return TC_ACT_OK;
+	struct pd_ctx *c0 = pd_ctx_start(skb, p, gen, cfg, proto, l->id, preflight);
+	if (!c0)
+		return TC_ACT_SHOT;
+	return pd_early_fail(skb, c0, PD_R_NO_FLOW);
+}
+
+/* ---- fast path: the flow entry alone decides -------------------------------------------
+ * again: the segment holds bytes of judged heads (pd_overlaps_judged), which only the slow
+ * path can hold to what was judged. */
+PD_INLINE int pd_entry_fast(struct __sk_buff *skb, struct pd_pkt *p, struct pd_flow *f, int again,
+			    struct pd_listener *l, __u32 gen, volatile struct pd_config *cfg, __u8 proto,
+			    const int preflight)
+{
+	__u32 seg_end = p->seq + p->payload_len;
+	if (f->state == PD_FS_FINAL && f->verdict != PD_ACT_ALLOW) {
+		PD_COUNT(PD_C_FAST_PATH);
+		/* A refused connection: data or a FIN from the client is answered with a RST so
+		 * the client does not linger; everything else is dropped. */
+		if (f->verdict != PD_ACT_DROP && !(p->tcp_flags & PD_TCP_RST) &&
+		    (p->payload_len || (p->tcp_flags & PD_TCP_FIN))) {
+			struct pd_ctx *rc = pd_ctx_start(skb, p, gen, cfg, proto, l->id, preflight);
+			if (rc) {
+				if (p->tcp_flags & PD_TCP_FIN)
+					rc->payload_len += 1; /* the FIN takes a sequence number */
+				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
+					return bpf_redirect(skb->ifindex, 0);
+			}
+		}
+		return TC_ACT_SHOT;
+	}
+	if (f->state == PD_FS_FINAL && !again) {
+		PD_COUNT(PD_C_FAST_PATH);
+		/* timestamps matter while a copy of judged bytes may still come */
+		if (!preflight && f->judged_len && !pd_srv_has(f, f->judged_seq + f->judged_len))
+			pd_track_ts(skb, f, p);
+		return TC_ACT_OK; /* allowed for the rest of the connection */
+	}
+	if (f->state != PD_FS_FINAL) {
+		if (f->accumulating && !preflight && (p->tcp_flags & (PD_TCP_RST | PD_TCP_FIN)) &&
+		    (!p->payload_len || (p->tcp_flags & PD_TCP_RST))) {
+			/* A client that gives up on a partial head (a reset, or a FIN: the head can
+			 * never end) frees its place in the table and its client's share: a RST or FIN
+			 * from where the head's bytes end to the right edge of the server's window
+			 * (bytes sent after those may not have passed here yet), as the server takes
+			 * a RST in its window. */
+			struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p->key);
+			__u32 have_end = acc ? acc->start_seq + acc->len : 0;
+			__u32 room = f->srv == PD_SRV_SEEN ? f->srv_edge - have_end : 65535;
+			if (!acc || (p->seq - have_end <= room && room < (1u << 30))) {
+				if (acc)
+					bpf_map_delete_elem(&pd_accum, &p->key);
+				pd_accum_end(f, &p->key);
+			}
+		}
+		if (p->payload_len == 0 || (p->tcp_flags & PD_TCP_RST)) {
+			PD_COUNT(PD_C_FAST_PATH);
+			if (!preflight)
+				pd_track_ts(skb, f, p);
+			return TC_ACT_OK;
+		}
+		if (!f->accumulating && !again && !(p->tcp_flags & PD_TCP_URG) &&
+		    pd_seq_before_eq(seg_end, f->next_seq)) {
+			/* body bytes of an allowed request, or a retransmission of bytes before
+			 * the last judged head */
+			PD_COUNT(PD_C_FAST_PATH);
+			if (!preflight)
+				pd_track_ts(skb, f, p);
+			return TC_ACT_OK;
+		}
+	}
+	return PD_GO_ON;
+}
+
+/* ---- slow path, first: the segment as the server takes it ------------------------------
+ * Decides a segment the server would discard, urgent data, and a copy of judged bytes
+ * (the same ones pass, others get the fail mode); goes on with new head bytes. A re-entry
+ * for the next head of the segment was checked on the first. */
+PD_INLINE int pd_entry_check_segment(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_pkt *p,
+				     struct pd_flow *f, int again, const int preflight)
+{
+	/* re-entered by the verdict stage for the next head of this segment? */
+	int reentered = ctx->reenter;
+	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
+	ctx->reenter = 0;
+	if (reentered)
+		return PD_GO_ON;
+
+	/* Bytes the server's TCP would throw away are not what it receives: neither
+	 * accumulated nor judged. The sender resends them if they were real. */
+	int ig = pd_discard_check(skb, ctx, f, p->ttl);
+	if (ig >= 0) {
+		PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
+		return TC_ACT_SHOT;
+	}
+	/* An urgent byte is cut out of the stream by the server (unless SO_OOBINLINE):
+	 * the bytes judged would not be the bytes it reads. */
+	if (p->tcp_flags & PD_TCP_URG)
+		return pd_early_fail(skb, ctx, PD_R_URGENT);
+	if (again) {
+		int d = pd_older_differs(skb, ctx, f);
+		if (d == PD_SAME)
+			d = pd_judged_differs(skb, ctx, f);
+		if (d == PD_DIFFERS)
+			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+		if (d == PD_UNCHECKED)
+			return pd_early_fail(skb, ctx, PD_R_UNCHECKED);
+		if (d == PD_NOT_YET) {
+			PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+			return TC_ACT_SHOT;
+		}
+	}
+	if (ctx->seg_has_ts && f->has_ts && (__s32)(ctx->seg_tsval - f->ts_recent) > 0)
+		f->ts_recent = ctx->seg_tsval;
+	if (f->state == PD_FS_FINAL ||
+	    (!f->accumulating && pd_seq_before_eq(p->seq + p->payload_len, f->next_seq))) {
+		PD_COUNT(PD_C_FAST_PATH);
+		return TC_ACT_OK; /* the judged bytes, unchanged */
+	}
+	return PD_GO_ON;
+}
+
+/* The flow's partial head is given up: its entry goes, and the fail mode decides. */
+PD_INLINE int pd_accum_fail(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_flow *f,
+			    struct pd_pkt *p, __u8 reason)
+{
+	bpf_map_delete_elem(&pd_accum, &p->key);
+	pd_accum_end(f, &p->key);
+	return pd_early_fail(skb, ctx, reason);
+}
+
+/* ---- accumulation: a head begun in earlier segments (held in pd_accum) goes on -------- */
+PD_INLINE int pd_head_continue(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_pkt *p, struct pd_flow *f,
+			       __u32 max_head, const int preflight)
+{
+	struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p->key);
+	if (!acc) {
+		pd_accum_end(f, &p->key);
+		return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
+	}
+	__u32 seg_end = p->seq + p->payload_len;
+	__u32 have_end = acc->start_seq + acc->len;
+	if (pd_seq_before(have_end, p->seq)) {
+		/* a gap: never judge around missing bytes; TCP resends them in order */
+		PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+		return TC_ACT_SHOT;
+	}
+	/* Bytes before the head are body already passed; bytes we hold must be resent
+	 * unchanged. */
+	__u32 skip = 0;
+	if (pd_seq_before(p->seq, acc->start_seq))
+		skip = acc->start_seq - p->seq;
+	if (skip >= p->payload_len)
+		return TC_ACT_OK;
+	__u32 held_pos = p->seq + skip - acc->start_seq;
+	__u32 overlap = pd_seq_before(have_end, seg_end) ? have_end - (p->seq + skip)
+							  : p->payload_len - skip;
+	if (overlap > p->payload_len - skip || held_pos > PD_HEAD_MAX)
+		return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+	if (pd_compare(skb, ctx, p->payload_off + skip, acc->buf, held_pos, overlap))
+		return pd_accum_fail(skb, ctx, f, p, PD_R_INCONSISTENT);
+	if (!pd_seq_before(have_end, seg_end))
+		return TC_ACT_OK; /* pure retransmission of held bytes */
+	__u32 old_len = acc->len;
+	__u32 add = p->payload_len - skip - overlap;
+	if (old_len >= max_head)
+		return pd_accum_fail(skb, ctx, f, p, PD_R_HEAD_TOO_LARGE);
+	if (add > max_head - old_len)
+		add = max_head - old_len;
+	if (pd_copy_in(skb, p->payload_off + skip + overlap, acc->buf, old_len, add) < 0)
+		return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
+	acc->len = old_len + add;
+	__u32 from = old_len > 2 ? old_len - 2 : 0;
+	int end = pd_head_end(ctx, acc->buf, from, acc->len);
+	if (end < 0)
+		return pd_accum_fail(skb, ctx, f, p, (__u8)-end);
+	if (!end) {
+		if (acc->len >= max_head)
+			return pd_accum_fail(skb, ctx, f, p, PD_R_HEAD_TOO_LARGE);
+		PD_COUNT(PD_C_HEAD_PARTIAL);
+		return TC_ACT_OK; /* an incomplete head passes: the server cannot act on it */
+	}
+	if (pd_copy_acc(ctx, acc) < 0)
+		return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+	/* the entry stays: if the head is allowed it holds the judged bytes, against
+	 * which a partial retransmission is compared */
+	pd_accum_end(f, &p->key);
+	ctx->head_held = PD_HELD_ALL;
+	/* offset of the head's first byte relative to this segment (negative: earlier) */
+	ctx->head_off = ctx->head.start_seq - p->seq;
+	ctx->head_len = end;
+	return pd_judge_head(skb, ctx);
+}
+
+/* ---- head start: the head starts inside this segment at next_seq ---------------------- */
+PD_INLINE int pd_head_start(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_pkt *p, struct pd_flow *f,
+			    __u32 max_head, volatile struct pd_config *cfg, const int preflight)
+{
+	if (pd_seq_before(f->next_seq, p->seq)) {
+		PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+		return TC_ACT_SHOT; /* data ahead of the head start: wait for the missing bytes */
+	}
+	__u32 start = f->next_seq - p->seq;
+	if (start >= p->payload_len)
+		return TC_ACT_OK;
+	__u32 avail = p->payload_len - start;
+	__u32 take = avail > max_head ? max_head : avail;
+	if (pd_copy_in(skb, p->payload_off + start, ctx->head.buf, 0, take) < 0)
+		return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
+	ctx->head.start_seq = f->next_seq;
+	ctx->head.len = take;
+	ctx->head_off = start;
+	int end = pd_head_end(ctx, ctx->head.buf, 0, take);
+	if (end < 0)
+		return pd_early_fail(skb, ctx, (__u8)-end);
+	if (!end) {
+		if (take >= max_head)
+			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+		/* a client's share of the table of partial heads (slow heads, held open) */
+		if (!pd_partial_hold(&p->key, cfg->partial_per_client))
+			return pd_early_fail(skb, ctx, PD_R_PARTIAL_HEADS);
+		if (bpf_map_update_elem(&pd_accum, &p->key, &ctx->head, BPF_ANY) < 0) {
+			pd_partial_release(&p->key);
+			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
+		}
+		f->accumulating = 1;
+		f->held = 0; /* the entry no longer holds the last judged head */
+		PD_COUNT(PD_C_HEAD_PARTIAL);
+		return TC_ACT_OK;
+	}
+	ctx->head_len = end;
+	return pd_judge_head(skb, ctx);
+}
+
+/* A datagram to a listener's port (looked up only when some listener has quic: deny).
+ * HTTP/3 to a TLS listener's port would carry its requests past the SNI stage: with
+ * quic: deny the client falls back to TCP, where the ClientHello is judged. */
+PD_INLINE int pd_entry_udp(struct pd_pkt *p, struct pd_listener *l, __u32 gen, const int preflight)
+{
+	if (!l->quic_deny)
+		return TC_ACT_OK;
+	if (!preflight) {
+		pd_count(PD_C_QUIC_DENIED);
+		__u32 g = gen & 1;
+		__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
+		pd_log_flow(&p->key, l->id, tag ? *tag : 0, PD_ACT_DROP, PD_R_NONE, PD_STAGE_ENTRY);
+	}
+	return TC_ACT_SHOT;
+}
+
+/* The entry program, in the order a packet meets its parts: which listener it is for, the
+ * connection's start, the flow entry (the fast path), then the slow path: the segment as
+ * the server takes it, and the head it continues or starts. */
 PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight)
 {
 	struct pd_pkt p = {};
@@ -578,20 +951,8 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	struct pd_listener *l = bpf_map_lookup_elem(&pd_listeners, &lk);
 	if (!l || !pd_listener_addr_ok(l, &p))
 		return TC_ACT_OK;
-
-	if (r == PD_P_UDP) {
-		/* HTTP/3 to a TLS listener's port would carry its requests past the SNI stage:
-		 * with quic: deny the client falls back to TCP, where the ClientHello is judged. */
-		if (!l->quic_deny)
-			return TC_ACT_OK;
-		if (!preflight) {
-			pd_count(PD_C_QUIC_DENIED);
-			__u32 g = gen & 1;
-			__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
-			pd_log_flow(&p.key, l->id, tag ? *tag : 0, PD_ACT_DROP, PD_R_NONE, PD_STAGE_ENTRY);
-		}
-		return TC_ACT_SHOT;
-	}
+	if (r == PD_P_UDP)
+		return pd_entry_udp(&p, l, gen, preflight);
 
 	PD_COUNT(PD_C_PACKETS);
 	__u8 proto = l->proto;
@@ -607,335 +968,38 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	}
 
 	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &p.key);
-
-	/* ---- connection start: insert once, then write in place -------------------- */
 	if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK)) == PD_TCP_SYN) {
-		if (f && f->srv == PD_SRV_SEEN) {
-			/* The server has (or had) a connection on this 4-tuple. If it still has, it
-			 * ignores this SYN (a challenge ACK), and so must the gateway: restarting the
-			 * flow here would let the old connection's bytes pass as "before the head".
-			 * Only the server's SYN-ACK for this SYN makes it a new connection (pd_egress).
-			 * Data on it (Fast Open) cannot be told to belong to either: dropped, the
-			 * client sends it again after the handshake. */
-			f->syn_isn = p.seq;
-			f->syn_pending = 1;
-			return p.payload_len ? TC_ACT_SHOT : TC_ACT_OK;
-		}
-		__u8 has_ts = 0;
-		__u32 tsval = 0;
-		struct pd_ctx *sc = pd_scratch_ctx(); /* its work area walks the options */
-		if (!sc)
-			return TC_ACT_SHOT;
-		if (!f) {
-			/* A new connection waits in pd_syn until its handshake completes: a flood of
-			 * SYNs (from spoofed sources, that never complete) cannot push established
-			 * connections out of pd_flows. Data on the SYN (Fast Open) is cut off: the
-			 * server sees a plain SYN, acknowledges none of it, and the client sends it
-			 * again after the handshake, where it is judged like any head. */
-			__u64 o = pd_tcp_options(skb, sc, p.l4_off, p.payload_off);
-			struct pd_syn e = {
-				.isn = p.seq,
-				.tsval = (__u32)o,
-				.listener = l->id,
-				.proto = proto,
-				.gen = (__u8)gen,
-				.has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD),
-				.client_if = skb->ifindex,
-			};
-			bpf_map_update_elem(&pd_syn, &p.key, &e, BPF_ANY);
-			PD_COUNT(PD_C_SYN_NEW);
-			if (!p.payload_len)
-				return TC_ACT_OK;
-			pd_ctx_init(sc, skb, &p, gen, cfg, proto, l->id, preflight);
-			return pd_truncate(skb, sc, p.seq) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
-		}
-		if (p.payload_len) {
-			/* data on the SYN (TCP Fast Open) is a head like any other: only if the
-			 * server would take the segment */
-			pd_ctx_init(sc, skb, &p, gen, cfg, proto, l->id, preflight);
-			int ig = pd_discard_check(skb, sc, 0, p.ttl);
-			if (ig >= 0) {
-				PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
-				return TC_ACT_SHOT;
-			}
-			has_ts = sc->seg_has_ts;
-			tsval = sc->seg_tsval;
-		} else {
-			__u64 o = pd_tcp_options(skb, sc, p.l4_off, p.payload_off);
-			has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD);
-			tsval = (__u32)o;
-		}
-		/* a flow without the server's side (it never saw a SYN-ACK leave): restarted */
-		pd_flow_start(f, p.seq, has_ts, tsval);
-		f->client_if = skb->ifindex;
-		f->proto = proto;
-		f->gen = gen;
-		f->listener = l->id;
-		if (p.payload_len == 0)
-			return TC_ACT_OK;
-		p.seq += 1; /* data on the SYN (TCP Fast Open) starts after the SYN's sequence */
-	}
-
-	struct pd_syn *e = f || (p.tcp_flags & PD_TCP_RST) ? 0 : bpf_map_lookup_elem(&pd_syn, &p.key);
-	if (e && !(p.tcp_flags & PD_TCP_ACK)) {
-		/* data without ACK in a handshake: the server discards it */
-		if (!p.payload_len)
-			return TC_ACT_OK;
-		PD_COUNT(PD_C_IGNORED_BASE + PD_IG_NO_ACK);
-		return TC_ACT_SHOT;
-	}
-	if (e) {
-		/* The handshake's ACK (or data after it) completes it, unless the server answered
-		 * the SYN otherwise (a challenge ACK on a 4-tuple it has a connection on: its old
-		 * stream must not pass as new). When the server's SYN-ACK was seen leave, the ACK
-		 * must acknowledge it (its sequence number + 1): only a client that received it
-		 * knows that number, so a spoofed source never gets a flow entry, whether or not
-		 * the server answers its SYN. A segment after the first (the ACK lost on the way)
-		 * starts the flow too: it is then out of order, dropped, and TCP sends the bytes
-		 * before it (HTTP and TLS servers send nothing before the client's first bytes, so
-		 * its acknowledgment is still the SYN-ACK's). */
-		__u32 ahead = p.seq - e->isn;
-		int acked = !e->synack || p.ack == e->srv_isn + 1;
-		if (!e->refused && acked && ahead >= 1 && ahead < (1u << 30)) {
-			struct pd_ctx *hc = pd_scratch_ctx();
-			if (!hc)
-				return TC_ACT_SHOT;
-			_Static_assert(sizeof(struct pd_flow) <= sizeof(hc->head.buf), "head too small");
-			f = pd_flow_from_syn(&p.key, e, (struct pd_flow *)hc->head.buf);
-			if (!f)
-				return pd_flow_table_full(&p, l->id, gen, preflight);
-			bpf_map_delete_elem(&pd_syn, &p.key);
-			PD_COUNT(PD_C_FLOWS_NEW);
-		}
+		r = pd_entry_syn(skb, &p, f, l, gen, cfg, proto, preflight);
+		if (r != PD_GO_ON)
+			return r;
 	}
 	if (!f) {
-		/* A segment of a connection whose start we never saw: without data it cannot
-		 * carry a request; with data we do not know where requests begin. */
-		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST))
-			return TC_ACT_OK;
-		struct pd_ctx *c0 = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
-		if (!c0)
-			return TC_ACT_SHOT;
-		return pd_early_fail(skb, c0, PD_R_NO_FLOW);
+		r = pd_entry_no_flow(skb, &p, l, gen, cfg, proto, preflight, &f);
+		if (r != PD_GO_ON)
+			return r;
 	}
-
-	/* ---- fast path: the flow entry alone decides --------------------------------- */
-	__u32 seg_end = p.seq + p.payload_len;
-	int again = p.payload_len && !(p.tcp_flags & PD_TCP_RST) && pd_overlaps_judged(f, p.seq, seg_end);
-	if (f->state == PD_FS_FINAL && f->verdict != PD_ACT_ALLOW) {
-		PD_COUNT(PD_C_FAST_PATH);
-		/* A refused connection: data or a FIN from the client is answered with a RST so
-		 * the client does not linger; everything else is dropped. */
-		if (f->verdict != PD_ACT_DROP && !(p.tcp_flags & PD_TCP_RST) &&
-		    (p.payload_len || (p.tcp_flags & PD_TCP_FIN))) {
-			struct pd_ctx *rc = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
-			if (rc) {
-				if (p.tcp_flags & PD_TCP_FIN)
-					rc->payload_len += 1; /* the FIN takes a sequence number */
-				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
-					return bpf_redirect(skb->ifindex, 0);
-			}
-		}
-		return TC_ACT_SHOT;
-	}
-	if (f->state == PD_FS_FINAL && !again) {
-		PD_COUNT(PD_C_FAST_PATH);
-		/* timestamps matter while a copy of judged bytes may still come */
-		if (!preflight && f->judged_len && !pd_srv_has(f, f->judged_seq + f->judged_len))
-			pd_track_ts(skb, f, &p);
-		return TC_ACT_OK; /* allowed for the rest of the connection */
-	}
-	if (f->state != PD_FS_FINAL) {
-		if (f->accumulating && !preflight && (p.tcp_flags & (PD_TCP_RST | PD_TCP_FIN)) &&
-		    (!p.payload_len || (p.tcp_flags & PD_TCP_RST))) {
-			/* A client that gives up on a partial head (a reset, or a FIN: the head can
-			 * never end) frees its place in the table and its client's share: a RST or FIN
-			 * from where the head's bytes end to the right edge of the server's window
-			 * (bytes sent after those may not have passed here yet), as the server takes
-			 * a RST in its window. */
-			struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p.key);
-			__u32 have_end = acc ? acc->start_seq + acc->len : 0;
-			__u32 room = f->srv == PD_SRV_SEEN ? f->srv_edge - have_end : 65535;
-			if (!acc || (p.seq - have_end <= room && room < (1u << 30))) {
-				if (acc)
-					bpf_map_delete_elem(&pd_accum, &p.key);
-				pd_accum_end(f, &p.key);
-			}
-		}
-		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
-			PD_COUNT(PD_C_FAST_PATH);
-			if (!preflight)
-				pd_track_ts(skb, f, &p);
-			return TC_ACT_OK;
-		}
-		if (!f->accumulating && !again && !(p.tcp_flags & PD_TCP_URG) &&
-		    pd_seq_before_eq(seg_end, f->next_seq)) {
-			/* body bytes of an allowed request, or a retransmission of bytes before
-			 * the last judged head */
-			PD_COUNT(PD_C_FAST_PATH);
-			if (!preflight)
-				pd_track_ts(skb, f, &p);
-			return TC_ACT_OK;
-		}
-	}
+	int again = p.payload_len && !(p.tcp_flags & PD_TCP_RST) &&
+		    pd_overlaps_judged(f, p.seq, p.seq + p.payload_len);
+	r = pd_entry_fast(skb, &p, f, again, l, gen, cfg, proto, preflight);
+	if (r != PD_GO_ON)
+		return r;
 
 	/* ---- slow path: a request head starts or continues in this segment, or judged
 	 * bytes arrive again ------------------------------------------------------------ */
 	struct pd_ctx *ctx = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
 	if (!ctx)
 		return TC_ACT_SHOT;
-	/* re-entered by the verdict stage for the next head of this segment? */
-	int reentered = ctx->reenter;
-	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
-	ctx->reenter = 0;
-
-	if (!reentered) {
-		/* Bytes the server's TCP would throw away are not what it receives: neither
-		 * accumulated nor judged. The sender resends them if they were real. */
-		int ig = pd_discard_check(skb, ctx, f, p.ttl);
-		if (ig >= 0) {
-			PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
-			return TC_ACT_SHOT;
-		}
-		/* An urgent byte is cut out of the stream by the server (unless SO_OOBINLINE):
-		 * the bytes judged would not be the bytes it reads. */
-		if (p.tcp_flags & PD_TCP_URG)
-			return pd_early_fail(skb, ctx, PD_R_URGENT);
-		if (again) {
-			int d = pd_older_differs(skb, ctx, f);
-			if (d == PD_SAME)
-				d = pd_judged_differs(skb, ctx, f);
-			if (d == PD_DIFFERS)
-				return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
-			if (d == PD_UNCHECKED)
-				return pd_early_fail(skb, ctx, PD_R_UNCHECKED);
-			if (d == PD_NOT_YET) {
-				PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
-				return TC_ACT_SHOT;
-			}
-		}
-		if (ctx->seg_has_ts && f->has_ts && (__s32)(ctx->seg_tsval - f->ts_recent) > 0)
-			f->ts_recent = ctx->seg_tsval;
-		if (f->state == PD_FS_FINAL ||
-		    (!f->accumulating && pd_seq_before_eq(seg_end, f->next_seq))) {
-			PD_COUNT(PD_C_FAST_PATH);
-			return TC_ACT_OK; /* the judged bytes, unchanged */
-		}
-	}
-
+	r = pd_entry_check_segment(skb, ctx, &p, f, again, preflight);
+	if (r != PD_GO_ON)
+		return r;
 	if (f->state == PD_FS_CHUNKED)
 		return pd_tail(skb, ctx, PD_STAGE_HTTP); /* the parser walks chunk framing */
-
 	__u32 max_head = ctx->max_head;
 	if (max_head == 0 || max_head > PD_HEAD_MAX)
 		max_head = PD_HEAD_MAX;
-
-	if (f->accumulating) {
-		struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p.key);
-		if (!acc) {
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
-		}
-		__u32 have_end = acc->start_seq + acc->len;
-		if (pd_seq_before(have_end, p.seq)) {
-			/* a gap: never judge around missing bytes; TCP resends them in order */
-			PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
-			return TC_ACT_SHOT;
-		}
-		/* Bytes before the head are body already passed; bytes we hold must be resent
-		 * unchanged. */
-		__u32 skip = 0;
-		if (pd_seq_before(p.seq, acc->start_seq))
-			skip = acc->start_seq - p.seq;
-		if (skip >= p.payload_len)
-			return TC_ACT_OK;
-		__u32 held_pos = p.seq + skip - acc->start_seq;
-		__u32 overlap = pd_seq_before(have_end, seg_end) ? have_end - (p.seq + skip)
-								  : p.payload_len - skip;
-		if (overlap > p.payload_len - skip || held_pos > PD_HEAD_MAX)
-			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
-		if (pd_compare(skb, ctx, p.payload_off + skip, acc->buf, held_pos, overlap)) {
-			bpf_map_delete_elem(&pd_accum, &p.key);
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
-		}
-		if (!pd_seq_before(have_end, seg_end))
-			return TC_ACT_OK; /* pure retransmission of held bytes */
-		__u32 old_len = acc->len;
-		__u32 add = p.payload_len - skip - overlap;
-		if (old_len >= max_head) {
-			bpf_map_delete_elem(&pd_accum, &p.key);
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		}
-		if (add > max_head - old_len)
-			add = max_head - old_len;
-		if (pd_copy_in(skb, p.payload_off + skip + overlap, acc->buf, old_len, add) < 0)
-			return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
-		acc->len = old_len + add;
-		__u32 from = old_len > 2 ? old_len - 2 : 0;
-		int end = pd_head_end(ctx, acc->buf, from, acc->len);
-		if (end < 0) {
-			bpf_map_delete_elem(&pd_accum, &p.key);
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, (__u8)-end);
-		}
-		if (!end) {
-			if (acc->len >= max_head) {
-				bpf_map_delete_elem(&pd_accum, &p.key);
-				pd_accum_end(f, &p.key);
-				return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-			}
-			PD_COUNT(PD_C_HEAD_PARTIAL);
-			return TC_ACT_OK; /* an incomplete head passes: the server cannot act on it */
-		}
-		if (pd_copy_acc(ctx, acc) < 0)
-			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		/* the entry stays: if the head is allowed it holds the judged bytes, against
-		 * which a partial retransmission is compared */
-		pd_accum_end(f, &p.key);
-		ctx->head_held = PD_HELD_ALL;
-		/* offset of the head's first byte relative to this segment (negative: earlier) */
-		ctx->head_off = ctx->head.start_seq - p.seq;
-		ctx->head_len = end;
-		return pd_judge_head(skb, ctx);
-	}
-
-	/* The head starts inside this segment at next_seq. */
-	if (pd_seq_before(f->next_seq, p.seq)) {
-		PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
-		return TC_ACT_SHOT; /* data ahead of the head start: wait for the missing bytes */
-	}
-	__u32 start = f->next_seq - p.seq;
-	if (start >= p.payload_len)
-		return TC_ACT_OK;
-	__u32 avail = p.payload_len - start;
-	__u32 take = avail > max_head ? max_head : avail;
-	if (pd_copy_in(skb, p.payload_off + start, ctx->head.buf, 0, take) < 0)
-		return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
-	ctx->head.start_seq = f->next_seq;
-	ctx->head.len = take;
-	ctx->head_off = start;
-	int end = pd_head_end(ctx, ctx->head.buf, 0, take);
-	if (end < 0)
-		return pd_early_fail(skb, ctx, (__u8)-end);
-	if (!end) {
-		if (take >= max_head)
-			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		/* a client's share of the table of partial heads (slow heads, held open) */
-		if (!pd_partial_hold(&p.key, cfg->partial_per_client))
-			return pd_early_fail(skb, ctx, PD_R_PARTIAL_HEADS);
-		if (bpf_map_update_elem(&pd_accum, &p.key, &ctx->head, BPF_ANY) < 0) {
-			pd_partial_release(&p.key);
-			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
-		}
-		f->accumulating = 1;
-		f->held = 0; /* the entry no longer holds the last judged head */
-		PD_COUNT(PD_C_HEAD_PARTIAL);
-		return TC_ACT_OK;
-	}
-	ctx->head_len = end;
-	return pd_judge_head(skb, ctx);
+	if (f->accumulating)
+		return pd_head_continue(skb, ctx, &p, f, max_head, preflight);
+	return pd_head_start(skb, ctx, &p, f, max_head, cfg, preflight);
 }
 
 SEC("tc")
