@@ -23,14 +23,6 @@ volatile __u32 pd_preflight_gen;
 /* ---- end-of-head search ------------------------------------------------------------
  * A head ends at an empty line: LF followed by LF, or LF CR LF. Bare-LF endings count, so
  * we never keep accumulating a head that a lenient server has already acted on. */
-struct pd_scan_state { /* lives in ctx->work: opaque to the verifier, so the loop converges */
-	__u32 from;
-	__u32 to;
-	__u32 end; /* index after the final LF, 0 if not found */
-	__u32 lead; /* only CR/LF so far: empty lines before the request line, skipped (RFC 9112 2.2) */
-	__u32 first; /* find the end of the request line instead (the first LF after the lead) */
-};
-
 struct pd_scan {
 	__u8 *buf; /* map value: the context's head or an accumulation entry */
 	struct pd_ctx *ctx;
@@ -38,7 +30,7 @@ struct pd_scan {
 
 static long pd_scan_cb(__u32 i, struct pd_scan *sc)
 {
-	struct pd_scan_state *s = (struct pd_scan_state *)sc->ctx->work;
+	struct pd_scan_state *s = &sc->ctx->work.scan;
 	__u32 pos = s->from;
 	if (pos >= s->to)
 		return 1;
@@ -92,7 +84,7 @@ PD_INLINE int pd_http_versioned(__u8 *buf, __u32 lf)
 
 PD_INLINE __u32 pd_find_head_end(struct pd_ctx *ctx, __u8 *buf, __u32 from, __u32 to)
 {
-	struct pd_scan_state *s = (struct pd_scan_state *)ctx->work;
+	struct pd_scan_state *s = &ctx->work.scan;
 	struct pd_scan sc = { .buf = buf, .ctx = ctx };
 	s->from = from;
 	s->to = to;
@@ -178,7 +170,7 @@ PD_INLINE int pd_judge_head(struct __sk_buff *skb, struct pd_ctx *ctx)
 }
 
 /* Compare len payload bytes at skb offset off with buf[pos..]: 0 if equal. The segment's
- * bytes are loaded 64 at a time into ctx->work (a map value: no stack for them). */
+ * bytes are loaded 64 at a time into ctx->work.cmp (a map value: no stack for them). */
 struct pd_cmp {
 	struct __sk_buff *skb;
 	struct pd_ctx *ctx;
@@ -191,7 +183,7 @@ struct pd_cmp {
 
 static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
 {
-	__u8 *tmp = (__u8 *)c->ctx->work;
+	__u8 *tmp = c->ctx->work.cmp;
 	__u32 done = i * 64;
 	int n = pd_load_chunk(c->skb, c->off, c->len, i, tmp, 64);
 	if (n <= 0) {
@@ -211,7 +203,6 @@ static long pd_cmp_cb(__u32 i, struct pd_cmp *c)
 
 PD_INLINE int pd_compare(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 off, __u8 *buf, __u32 pos, __u32 len)
 {
-	_Static_assert(sizeof(ctx->work) >= 64, "work too small");
 	struct pd_cmp c = { .skb = skb, .ctx = ctx, .buf = buf, .off = off, .pos = pos, .len = len, .diff = 0 };
 	if (len == 0)
 		return 0;
@@ -247,53 +238,44 @@ PD_INLINE void pd_ctx_segment(struct pd_ctx *ctx, struct pd_pkt *p)
 	ctx->tcp_flags = p->tcp_flags;
 }
 
+/* The context for this packet: its state zeroed as one block, then what the packet, the
+ * listener and the generation's configuration say. pipelined and reenter are the caller's
+ * (they carry across a re-entry). */
 PD_INLINE void pd_ctx_init(struct pd_ctx *ctx, struct __sk_buff *skb, struct pd_pkt *p,
 			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, __u16 listener, int preflight)
 {
-	ctx->preflight = preflight;
+	__builtin_memset(&ctx->pkt, 0, sizeof(ctx->pkt));
 	ctx->magic = PD_CTX_MAGIC;
 	ctx->version = PD_CTX_VERSION;
 	ctx->gen = gen;
 	ctx->stage = PD_STAGE_ENTRY;
+	ctx->preflight = preflight;
 	pd_ctx_segment(ctx, p);
 	ctx->ifindex = skb->ifindex;
 	ctx->l3_off = p->l3_off;
 	ctx->proto = proto;
 	ctx->listener = listener;
-	ctx->from_stage = PD_STAGE_ENTRY;
-	ctx->action = PD_ACT_NONE;
-	ctx->reason = PD_R_NONE;
 	ctx->default_action = cfg->default_action;
 	ctx->fail_open = cfg->fail_open;
 	ctx->max_head = cfg->max_head_bytes;
 	ctx->hash_seed = cfg->hash_seed;
 	ctx->max_pipeline = cfg->max_pipeline;
 	ctx->missing_sni = cfg->missing_sni;
-	ctx->has_sni = 0;
 	__u32 g = gen & 1;
 	__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
 	ctx->gen_tag = tag ? *tag : 0;
-	ctx->head_off = 0;
-	ctx->head_len = 0;
-	ctx->method = 0;
-	ctx->target_off = ctx->target_len = 0;
-	ctx->host_off = ctx->host_len = 0;
-	ctx->auth_off = ctx->auth_len = 0;
-	ctx->auth_count = 0;
-	ctx->upgrade = 0;
-	ctx->jwt_reason = PD_J_OK;
-	ctx->jwt_require = 0;
-	ctx->jwt_sub = 0;
-	ctx->body_len = 0;
-	ctx->chunked = 0;
-	ctx->has_host = 0;
-	ctx->host_norm_len = 0;
-	ctx->path_len = 0;
 	ctx->host_id = PD_RULE_NONE;
 	ctx->rule = PD_RULE_NONE;
-	ctx->jwt = 0;
-	ctx->ratelimit = 0;
-	ctx->head_held = 0;
+}
+
+/* This CPU's scratch context set up for this packet, or NULL (the caller drops it). */
+PD_INLINE struct pd_ctx *pd_ctx_start(struct __sk_buff *skb, struct pd_pkt *p, __u32 gen,
+				      volatile struct pd_config *cfg, __u8 proto, __u16 listener, int preflight)
+{
+	struct pd_ctx *ctx = pd_scratch_ctx();
+	if (ctx)
+		pd_ctx_init(ctx, skb, p, gen, cfg, proto, listener, preflight);
+	return ctx;
 }
 
 /* Is the packet's destination the listener's address (or prefix), if it has one? */
@@ -400,8 +382,7 @@ PD_INLINE void pd_track_ts(struct __sk_buff *skb, struct pd_flow *f, struct pd_p
 {
 	if (!pd_ts_may_advance(skb, f, p))
 		return;
-	__u32 z = 0;
-	struct pd_ctx *c = bpf_map_lookup_elem(&pd_scratch, &z);
+	struct pd_ctx *c = pd_scratch_ctx();
 	if (c)
 		pd_follow_ts(skb, c, f, p);
 }
@@ -568,6 +549,379 @@ PD_INLINE struct pd_flow *pd_flow_from_syn(struct pd_flow_key *key, struct pd_sy
 /* probes of a prepared generation are not traffic: not counted */
 #define PD_COUNT(idx) do { if (!preflight) pd_count(idx); } while (0)
 
+/* What a part of pd_entry_run returns when it has not decided the packet: the next part
+ * goes on. No TC action is negative but TC_ACT_UNSPEC (-1). */
+#define PD_GO_ON (-128)
+
+/* ---- connection start: insert once, then write in place -------------------------------
+ * A SYN without ACK. Decided here, but for data on the SYN of a flow restarted here (TCP
+ * Fast Open): p->seq then moves past the SYN, and the data goes on as a head like any other. */
+PD_INLINE int pd_entry_syn(struct __sk_buff *skb, struct pd_pkt *p, struct pd_flow *f, struct pd_listener *l,
+			   __u32 gen, volatile struct pd_config *cfg, __u8 proto, const int preflight)
+{
+	if (f && f->srv == PD_SRV_SEEN) {
+		/* The server has (or had) a connection on this 4-tuple. If it still has, it
+		 * ignores this SYN (a challenge ACK), and so must the gateway: restarting the
+		 * flow here would let the old connection's bytes pass as "before the head".
+		 * Only the server's SYN-ACK for this SYN makes it a new connection (pd_egress).
+		 * Data on it (Fast Open) cannot be told to belong to either: dropped, the
+		 * client sends it again after the handshake. */
+		f->syn_isn = p->seq;
+		f->syn_pending = 1;
+		return p->payload_len ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	__u8 has_ts = 0;
+	__u32 tsval = 0;
+	struct pd_ctx *sc = pd_scratch_ctx(); /* its work area walks the options */
+	if (!sc)
+		return TC_ACT_SHOT;
+	if (!f) {
+		/* A new connection waits in pd_syn until its handshake completes: a flood of
+		 * SYNs (from spoofed sources, that never complete) cannot push established
+		 * connections out of pd_flows. Data on the SYN (Fast Open) is cut off: the
+		 * server sees a plain SYN, acknowledges none of it, and the client sends it
+		 * again after the handshake, where it is judged like any head. */
+		__u64 o = pd_tcp_options(skb, sc, p->l4_off, p->payload_off);
+		struct pd_syn e = {
+			.isn = p->seq,
+			.tsval = (__u32)o,
+			.listener = l->id,
+			.proto = proto,
+			.gen = (__u8)gen,
+			.has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD),
+			.client_if = skb->ifindex,
+		};
+		bpf_map_update_elem(&pd_syn, &p->key, &e, BPF_ANY);
+		PD_COUNT(PD_C_SYN_NEW);
+		if (!p->payload_len)
+			return TC_ACT_OK;
+		pd_ctx_init(sc, skb, p, gen, cfg, proto, l->id, preflight);
+		return pd_truncate(skb, sc, p->seq) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	if (p->payload_len) {
+		/* data on the SYN (TCP Fast Open) is a head like any other: only if the
+		 * server would take the segment */
+		pd_ctx_init(sc, skb, p, gen, cfg, proto, l->id, preflight);
+		int ig = pd_discard_check(skb, sc, 0, p->ttl);
+		if (ig >= 0) {
+			PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
+			return TC_ACT_SHOT;
+		}
+		has_ts = sc->seg_has_ts;
+		tsval = sc->seg_tsval;
+	} else {
+		__u64 o = pd_tcp_options(skb, sc, p->l4_off, p->payload_off);
+		has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD);
+		tsval = (__u32)o;
+	}
+	/* a flow without the server's side (it never saw a SYN-ACK leave): restarted */
+	pd_flow_start(f, p->seq, has_ts, tsval);
+	f->client_if = skb->ifindex;
+	f->proto = proto;
+	f->gen = gen;
+	f->listener = l->id;
+	if (p->payload_len == 0)
+		return TC_ACT_OK;
+	p->seq += 1; /* data on the SYN (TCP Fast Open) starts after the SYN's sequence */
+	return PD_GO_ON;
+}
+
+/* ---- a segment of no flow entry -------------------------------------------------------
+ * The ACK that completes a handshake waiting in pd_syn makes the flow entry (*fp, and on);
+ * anything else is decided here. */
+PD_INLINE int pd_entry_no_flow(struct __sk_buff *skb, struct pd_pkt *p, struct pd_listener *l, __u32 gen,
+			       volatile struct pd_config *cfg, __u8 proto, const int preflight, struct pd_flow **fp)
+{
+	struct pd_syn *e = (p->tcp_flags & PD_TCP_RST) ? 0 : bpf_map_lookup_elem(&pd_syn, &p->key);
+	if (e && !(p->tcp_flags & PD_TCP_ACK)) {
+		/* data without ACK in a handshake: the server discards it */
+		if (!p->payload_len)
+			return TC_ACT_OK;
+		PD_COUNT(PD_C_IGNORED_BASE + PD_IG_NO_ACK);
+		return TC_ACT_SHOT;
+	}
+	if (e) {
+		/* The handshake's ACK (or data after it) completes it, unless the server answered
+		 * the SYN otherwise (a challenge ACK on a 4-tuple it has a connection on: its old
+		 * stream must not pass as new). When the server's SYN-ACK was seen leave, the ACK
+		 * must acknowledge it (its sequence number + 1): only a client that received it
+		 * knows that number, so a spoofed source never gets a flow entry, whether or not
+		 * the server answers its SYN. A segment after the first (the ACK lost on the way)
+		 * starts the flow too: it is then out of order, dropped, and TCP sends the bytes
+		 * before it (HTTP and TLS servers send nothing before the client's first bytes, so
+		 * its acknowledgment is still the SYN-ACK's). */
+		__u32 ahead = p->seq - e->isn;
+		int acked = !e->synack || p->ack == e->srv_isn + 1;
+		if (!e->refused && acked && ahead >= 1 && ahead < (1u << 30)) {
+			struct pd_ctx *hc = pd_scratch_ctx();
+			if (!hc)
+				return TC_ACT_SHOT;
+			_Static_assert(sizeof(struct pd_flow) <= sizeof(hc->head.buf), "head too small");
+			struct pd_flow *f = pd_flow_from_syn(&p->key, e, (struct pd_flow *)hc->head.buf);
+			if (!f)
+				return pd_flow_table_full(p, l->id, gen, preflight);
+			bpf_map_delete_elem(&pd_syn, &p->key);
+			PD_COUNT(PD_C_FLOWS_NEW);
+			*fp = f;
+			return PD_GO_ON;
+		}
+	}
+	/* A segment of a connection whose start we never saw: without data it cannot
+	 * carry a request; with data we do not know where requests begin. */
+	if (p->payload_len == 0 || (p->tcp_flags & PD_TCP_RST))
+		return TC_ACT_OK;
+	struct pd_ctx *c0 = pd_ctx_start(skb, p, gen, cfg, proto, l->id, preflight);
+	if (!c0)
+		return TC_ACT_SHOT;
+	return pd_early_fail(skb, c0, PD_R_NO_FLOW);
+}
+
+/* ---- fast path: the flow entry alone decides -------------------------------------------
+ * again: the segment holds bytes of judged heads (pd_overlaps_judged), which only the slow
+ * path can hold to what was judged. */
+PD_INLINE int pd_entry_fast(struct __sk_buff *skb, struct pd_pkt *p, struct pd_flow *f, int again,
+			    struct pd_listener *l, __u32 gen, volatile struct pd_config *cfg, __u8 proto,
+			    const int preflight)
+{
+	__u32 seg_end = p->seq + p->payload_len;
+	if (f->state == PD_FS_FINAL && f->verdict != PD_ACT_ALLOW) {
+		PD_COUNT(PD_C_FAST_PATH);
+		/* A refused connection: data or a FIN from the client is answered with a RST so
+		 * the client does not linger; everything else is dropped. */
+		if (f->verdict != PD_ACT_DROP && !(p->tcp_flags & PD_TCP_RST) &&
+		    (p->payload_len || (p->tcp_flags & PD_TCP_FIN))) {
+			struct pd_ctx *rc = pd_ctx_start(skb, p, gen, cfg, proto, l->id, preflight);
+			if (rc) {
+				if (p->tcp_flags & PD_TCP_FIN)
+					rc->payload_len += 1; /* the FIN takes a sequence number */
+				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
+					return bpf_redirect(skb->ifindex, 0);
+			}
+		}
+		return TC_ACT_SHOT;
+	}
+	if (f->state == PD_FS_FINAL && !again) {
+		PD_COUNT(PD_C_FAST_PATH);
+		/* timestamps matter while a copy of judged bytes may still come */
+		if (!preflight && f->judged_len && !pd_srv_has(f, f->judged_seq + f->judged_len))
+			pd_track_ts(skb, f, p);
+		return TC_ACT_OK; /* allowed for the rest of the connection */
+	}
+	if (f->state != PD_FS_FINAL) {
+		if (f->accumulating && !preflight && (p->tcp_flags & (PD_TCP_RST | PD_TCP_FIN)) &&
+		    (!p->payload_len || (p->tcp_flags & PD_TCP_RST))) {
+			/* A client that gives up on a partial head (a reset, or a FIN: the head can
+			 * never end) frees its place in the table and its client's share: a RST or FIN
+			 * from where the head's bytes end to the right edge of the server's window
+			 * (bytes sent after those may not have passed here yet), as the server takes
+			 * a RST in its window. */
+			struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p->key);
+			__u32 have_end = acc ? acc->start_seq + acc->len : 0;
+			__u32 room = f->srv == PD_SRV_SEEN ? f->srv_edge - have_end : 65535;
+			if (!acc || (p->seq - have_end <= room && room < (1u << 30))) {
+				if (acc)
+					bpf_map_delete_elem(&pd_accum, &p->key);
+				pd_accum_end(f, &p->key);
+			}
+		}
+		if (p->payload_len == 0 || (p->tcp_flags & PD_TCP_RST)) {
+			PD_COUNT(PD_C_FAST_PATH);
+			if (!preflight)
+				pd_track_ts(skb, f, p);
+			return TC_ACT_OK;
+		}
+		if (!f->accumulating && !again && !(p->tcp_flags & PD_TCP_URG) &&
+		    pd_seq_before_eq(seg_end, f->next_seq)) {
+			/* body bytes of an allowed request, or a retransmission of bytes before
+			 * the last judged head */
+			PD_COUNT(PD_C_FAST_PATH);
+			if (!preflight)
+				pd_track_ts(skb, f, p);
+			return TC_ACT_OK;
+		}
+	}
+	return PD_GO_ON;
+}
+
+/* ---- slow path, first: the segment as the server takes it ------------------------------
+ * Decides a segment the server would discard, urgent data, and a copy of judged bytes
+ * (the same ones pass, others get the fail mode); goes on with new head bytes. A re-entry
+ * for the next head of the segment was checked on the first. */
+PD_INLINE int pd_entry_check_segment(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_pkt *p,
+				     struct pd_flow *f, int again, const int preflight)
+{
+	/* re-entered by the verdict stage for the next head of this segment? */
+	int reentered = ctx->reenter;
+	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
+	ctx->reenter = 0;
+	if (reentered)
+		return PD_GO_ON;
+
+	/* Bytes the server's TCP would throw away are not what it receives: neither
+	 * accumulated nor judged. The sender resends them if they were real. */
+	int ig = pd_discard_check(skb, ctx, f, p->ttl);
+	if (ig >= 0) {
+		PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
+		return TC_ACT_SHOT;
+	}
+	/* An urgent byte is cut out of the stream by the server (unless SO_OOBINLINE):
+	 * the bytes judged would not be the bytes it reads. */
+	if (p->tcp_flags & PD_TCP_URG)
+		return pd_early_fail(skb, ctx, PD_R_URGENT);
+	if (again) {
+		int d = pd_older_differs(skb, ctx, f);
+		if (d == PD_SAME)
+			d = pd_judged_differs(skb, ctx, f);
+		if (d == PD_DIFFERS)
+			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+		if (d == PD_UNCHECKED)
+			return pd_early_fail(skb, ctx, PD_R_UNCHECKED);
+		if (d == PD_NOT_YET) {
+			PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+			return TC_ACT_SHOT;
+		}
+	}
+	if (ctx->seg_has_ts && f->has_ts && (__s32)(ctx->seg_tsval - f->ts_recent) > 0)
+		f->ts_recent = ctx->seg_tsval;
+	if (f->state == PD_FS_FINAL ||
+	    (!f->accumulating && pd_seq_before_eq(p->seq + p->payload_len, f->next_seq))) {
+		PD_COUNT(PD_C_FAST_PATH);
+		return TC_ACT_OK; /* the judged bytes, unchanged */
+	}
+	return PD_GO_ON;
+}
+
+/* The flow's partial head is given up: its entry goes, and the fail mode decides. */
+PD_INLINE int pd_accum_fail(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_flow *f,
+			    struct pd_pkt *p, __u8 reason)
+{
+	bpf_map_delete_elem(&pd_accum, &p->key);
+	pd_accum_end(f, &p->key);
+	return pd_early_fail(skb, ctx, reason);
+}
+
+/* ---- accumulation: a head begun in earlier segments (held in pd_accum) goes on -------- */
+PD_INLINE int pd_head_continue(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_pkt *p, struct pd_flow *f,
+			       __u32 max_head, const int preflight)
+{
+	struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p->key);
+	if (!acc) {
+		pd_accum_end(f, &p->key);
+		return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
+	}
+	__u32 seg_end = p->seq + p->payload_len;
+	__u32 have_end = acc->start_seq + acc->len;
+	if (pd_seq_before(have_end, p->seq)) {
+		/* a gap: never judge around missing bytes; TCP resends them in order */
+		PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+		return TC_ACT_SHOT;
+	}
+	/* Bytes before the head are body already passed; bytes we hold must be resent
+	 * unchanged. */
+	__u32 skip = 0;
+	if (pd_seq_before(p->seq, acc->start_seq))
+		skip = acc->start_seq - p->seq;
+	if (skip >= p->payload_len)
+		return TC_ACT_OK;
+	__u32 held_pos = p->seq + skip - acc->start_seq;
+	__u32 overlap = pd_seq_before(have_end, seg_end) ? have_end - (p->seq + skip)
+							  : p->payload_len - skip;
+	if (overlap > p->payload_len - skip || held_pos > PD_HEAD_MAX)
+		return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
+	if (pd_compare(skb, ctx, p->payload_off + skip, acc->buf, held_pos, overlap))
+		return pd_accum_fail(skb, ctx, f, p, PD_R_INCONSISTENT);
+	if (!pd_seq_before(have_end, seg_end))
+		return TC_ACT_OK; /* pure retransmission of held bytes */
+	__u32 old_len = acc->len;
+	__u32 add = p->payload_len - skip - overlap;
+	if (old_len >= max_head)
+		return pd_accum_fail(skb, ctx, f, p, PD_R_HEAD_TOO_LARGE);
+	if (add > max_head - old_len)
+		add = max_head - old_len;
+	if (pd_copy_in(skb, p->payload_off + skip + overlap, acc->buf, old_len, add) < 0)
+		return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
+	acc->len = old_len + add;
+	__u32 from = old_len > 2 ? old_len - 2 : 0;
+	int end = pd_head_end(ctx, acc->buf, from, acc->len);
+	if (end < 0)
+		return pd_accum_fail(skb, ctx, f, p, (__u8)-end);
+	if (!end) {
+		if (acc->len >= max_head)
+			return pd_accum_fail(skb, ctx, f, p, PD_R_HEAD_TOO_LARGE);
+		PD_COUNT(PD_C_HEAD_PARTIAL);
+		return TC_ACT_OK; /* an incomplete head passes: the server cannot act on it */
+	}
+	if (pd_copy_acc(ctx, acc) < 0)
+		return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+	/* the entry stays: if the head is allowed it holds the judged bytes, against
+	 * which a partial retransmission is compared */
+	pd_accum_end(f, &p->key);
+	ctx->head_held = PD_HELD_ALL;
+	/* offset of the head's first byte relative to this segment (negative: earlier) */
+	ctx->head_off = ctx->head.start_seq - p->seq;
+	ctx->head_len = end;
+	return pd_judge_head(skb, ctx);
+}
+
+/* ---- head start: the head starts inside this segment at next_seq ---------------------- */
+PD_INLINE int pd_head_start(struct __sk_buff *skb, struct pd_ctx *ctx, struct pd_pkt *p, struct pd_flow *f,
+			    __u32 max_head, volatile struct pd_config *cfg, const int preflight)
+{
+	if (pd_seq_before(f->next_seq, p->seq)) {
+		PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
+		return TC_ACT_SHOT; /* data ahead of the head start: wait for the missing bytes */
+	}
+	__u32 start = f->next_seq - p->seq;
+	if (start >= p->payload_len)
+		return TC_ACT_OK;
+	__u32 avail = p->payload_len - start;
+	__u32 take = avail > max_head ? max_head : avail;
+	if (pd_copy_in(skb, p->payload_off + start, ctx->head.buf, 0, take) < 0)
+		return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
+	ctx->head.start_seq = f->next_seq;
+	ctx->head.len = take;
+	ctx->head_off = start;
+	int end = pd_head_end(ctx, ctx->head.buf, 0, take);
+	if (end < 0)
+		return pd_early_fail(skb, ctx, (__u8)-end);
+	if (!end) {
+		if (take >= max_head)
+			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
+		/* a client's share of the table of partial heads (slow heads, held open) */
+		if (!pd_partial_hold(&p->key, cfg->partial_per_client))
+			return pd_early_fail(skb, ctx, PD_R_PARTIAL_HEADS);
+		if (bpf_map_update_elem(&pd_accum, &p->key, &ctx->head, BPF_ANY) < 0) {
+			pd_partial_release(&p->key);
+			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
+		}
+		f->accumulating = 1;
+		f->held = 0; /* the entry no longer holds the last judged head */
+		PD_COUNT(PD_C_HEAD_PARTIAL);
+		return TC_ACT_OK;
+	}
+	ctx->head_len = end;
+	return pd_judge_head(skb, ctx);
+}
+
+/* A datagram to a listener's port (looked up only when some listener has quic: deny).
+ * HTTP/3 to a TLS listener's port would carry its requests past the SNI stage: with
+ * quic: deny the client falls back to TCP, where the ClientHello is judged. */
+PD_INLINE int pd_entry_udp(struct pd_pkt *p, struct pd_listener *l, __u32 gen, const int preflight)
+{
+	if (!l->quic_deny)
+		return TC_ACT_OK;
+	if (!preflight) {
+		pd_count(PD_C_QUIC_DENIED);
+		__u32 g = gen & 1;
+		__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
+		pd_log_flow(&p->key, l->id, tag ? *tag : 0, PD_ACT_DROP, PD_R_NONE, PD_STAGE_ENTRY);
+	}
+	return TC_ACT_SHOT;
+}
+
+/* The entry program, in the order a packet meets its parts: which listener it is for, the
+ * connection's start, the flow entry (the fast path), then the slow path: the segment as
+ * the server takes it, and the head it continues or starts. */
 PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight)
 {
 	struct pd_pkt p = {};
@@ -585,11 +939,9 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		/* An IPv6 header chain too long to walk: it may carry a listener's segment, which
 		 * must never pass unjudged. The fail mode, whatever it carries (no listener or
 		 * port is known: the event names the addresses only). */
-		__u32 z = 0;
-		struct pd_ctx *uc = bpf_map_lookup_elem(&pd_scratch, &z);
+		struct pd_ctx *uc = pd_ctx_start(skb, &p, gen, cfg, 0, PD_LISTENER_NONE, preflight);
 		if (!uc)
 			return TC_ACT_SHOT;
-		pd_ctx_init(uc, skb, &p, gen, cfg, 0, PD_LISTENER_NONE, preflight);
 		return pd_fail_inline(uc, PD_R_IPV6_CHAIN);
 	}
 	if (r == PD_P_UDP && !cfg->quic_deny)
@@ -599,20 +951,8 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 	struct pd_listener *l = bpf_map_lookup_elem(&pd_listeners, &lk);
 	if (!l || !pd_listener_addr_ok(l, &p))
 		return TC_ACT_OK;
-
-	if (r == PD_P_UDP) {
-		/* HTTP/3 to a TLS listener's port would carry its requests past the SNI stage:
-		 * with quic: deny the client falls back to TCP, where the ClientHello is judged. */
-		if (!l->quic_deny)
-			return TC_ACT_OK;
-		if (!preflight) {
-			pd_count(PD_C_QUIC_DENIED);
-			__u32 g = gen & 1;
-			__u32 *tag = bpf_map_lookup_elem(&pd_gen_tags, &g);
-			pd_log_flow(&p.key, l->id, tag ? *tag : 0, PD_ACT_DROP, PD_R_NONE, PD_STAGE_ENTRY);
-		}
-		return TC_ACT_SHOT;
-	}
+	if (r == PD_P_UDP)
+		return pd_entry_udp(&p, l, gen, preflight);
 
 	PD_COUNT(PD_C_PACKETS);
 	__u8 proto = l->proto;
@@ -621,353 +961,45 @@ PD_INLINE int pd_entry_run(struct __sk_buff *skb, __u32 gen, const int preflight
 		/* Never judged on the first fragment alone, never passed as if it had been: the
 		 * fail mode. Later fragments carry no ports; without the first, the server cannot
 		 * reassemble them. */
-		__u32 z = 0;
-		struct pd_ctx *fc = bpf_map_lookup_elem(&pd_scratch, &z);
+		struct pd_ctx *fc = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
 		if (!fc)
 			return TC_ACT_SHOT;
-		pd_ctx_init(fc, skb, &p, gen, cfg, proto, l->id, preflight);
 		return pd_fail_inline(fc, PD_R_FRAGMENT);
 	}
 
 	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &p.key);
-
-	/* ---- connection start: insert once, then write in place -------------------- */
 	if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK)) == PD_TCP_SYN) {
-		if (f && f->srv == PD_SRV_SEEN) {
-			/* The server has (or had) a connection on this 4-tuple. If it still has, it
-			 * ignores this SYN (a challenge ACK), and so must the gateway: restarting the
-			 * flow here would let the old connection's bytes pass as "before the head".
-			 * Only the server's SYN-ACK for this SYN makes it a new connection (pd_egress).
-			 * Data on it (Fast Open) cannot be told to belong to either: dropped, the
-			 * client sends it again after the handshake. */
-			f->syn_isn = p.seq;
-			f->syn_pending = 1;
-			return p.payload_len ? TC_ACT_SHOT : TC_ACT_OK;
-		}
-		__u8 has_ts = 0;
-		__u32 tsval = 0;
-		__u32 z = 0;
-		struct pd_ctx *sc = bpf_map_lookup_elem(&pd_scratch, &z);
-		if (!sc)
-			return TC_ACT_SHOT;
-		if (!f) {
-			/* A new connection waits in pd_syn until its handshake completes: a flood of
-			 * SYNs (from spoofed sources, that never complete) cannot push established
-			 * connections out of pd_flows. Data on the SYN (Fast Open) is cut off: the
-			 * server sees a plain SYN, acknowledges none of it, and the client sends it
-			 * again after the handshake, where it is judged like any head. */
-			__u64 o = pd_tcp_options(skb, sc, p.l4_off, p.payload_off);
-			struct pd_syn e = {
-				.isn = p.seq,
-				.tsval = (__u32)o,
-				.listener = l->id,
-				.proto = proto,
-				.gen = (__u8)gen,
-				.has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD),
-				.client_if = skb->ifindex,
-			};
-			bpf_map_update_elem(&pd_syn, &p.key, &e, BPF_ANY);
-			PD_COUNT(PD_C_SYN_NEW);
-			if (!p.payload_len)
-				return TC_ACT_OK;
-			pd_ctx_init(sc, skb, &p, gen, cfg, proto, l->id, preflight);
-			return pd_truncate(skb, sc, p.seq) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
-		}
-		if (p.payload_len) {
-			/* data on the SYN (TCP Fast Open) is a head like any other: only if the
-			 * server would take the segment */
-			pd_ctx_init(sc, skb, &p, gen, cfg, proto, l->id, preflight);
-			int ig = pd_discard_check(skb, sc, 0, p.ttl);
-			if (ig >= 0) {
-				PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
-				return TC_ACT_SHOT;
-			}
-			has_ts = sc->seg_has_ts;
-			tsval = sc->seg_tsval;
-		} else {
-			__u64 o = pd_tcp_options(skb, sc, p.l4_off, p.payload_off);
-			has_ts = (o & PD_OPT_TS) && !(o & PD_OPT_BAD);
-			tsval = (__u32)o;
-		}
-		/* a flow without the server's side (it never saw a SYN-ACK leave): restarted */
-		pd_flow_start(f, p.seq, has_ts, tsval);
-		f->client_if = skb->ifindex;
-		f->proto = proto;
-		f->gen = gen;
-		f->listener = l->id;
-		if (p.payload_len == 0)
-			return TC_ACT_OK;
-		p.seq += 1; /* data on the SYN (TCP Fast Open) starts after the SYN's sequence */
-	}
-
-	struct pd_syn *e = f || (p.tcp_flags & PD_TCP_RST) ? 0 : bpf_map_lookup_elem(&pd_syn, &p.key);
-	if (e && !(p.tcp_flags & PD_TCP_ACK)) {
-		/* data without ACK in a handshake: the server discards it */
-		if (!p.payload_len)
-			return TC_ACT_OK;
-		PD_COUNT(PD_C_IGNORED_BASE + PD_IG_NO_ACK);
-		return TC_ACT_SHOT;
-	}
-	if (e) {
-		/* The handshake's ACK (or data after it) completes it, unless the server answered
-		 * the SYN otherwise (a challenge ACK on a 4-tuple it has a connection on: its old
-		 * stream must not pass as new). When the server's SYN-ACK was seen leave, the ACK
-		 * must acknowledge it (its sequence number + 1): only a client that received it
-		 * knows that number, so a spoofed source never gets a flow entry, whether or not
-		 * the server answers its SYN. A segment after the first (the ACK lost on the way)
-		 * starts the flow too: it is then out of order, dropped, and TCP sends the bytes
-		 * before it (HTTP and TLS servers send nothing before the client's first bytes, so
-		 * its acknowledgment is still the SYN-ACK's). */
-		__u32 ahead = p.seq - e->isn;
-		int acked = !e->synack || p.ack == e->srv_isn + 1;
-		if (!e->refused && acked && ahead >= 1 && ahead < (1u << 30)) {
-			__u32 z = 0;
-			struct pd_ctx *hc = bpf_map_lookup_elem(&pd_scratch, &z);
-			if (!hc)
-				return TC_ACT_SHOT;
-			_Static_assert(sizeof(struct pd_flow) <= sizeof(hc->head.buf), "head too small");
-			f = pd_flow_from_syn(&p.key, e, (struct pd_flow *)hc->head.buf);
-			if (!f)
-				return pd_flow_table_full(&p, l->id, gen, preflight);
-			bpf_map_delete_elem(&pd_syn, &p.key);
-			PD_COUNT(PD_C_FLOWS_NEW);
-		}
+		r = pd_entry_syn(skb, &p, f, l, gen, cfg, proto, preflight);
+		if (r != PD_GO_ON)
+			return r;
 	}
 	if (!f) {
-		/* A segment of a connection whose start we never saw: without data it cannot
-		 * carry a request; with data we do not know where requests begin. */
-		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST))
-			return TC_ACT_OK;
-		struct pd_ctx *c0 = 0;
-		__u32 zero = 0;
-		c0 = bpf_map_lookup_elem(&pd_scratch, &zero);
-		if (!c0)
-			return TC_ACT_SHOT;
-		pd_ctx_init(c0, skb, &p, gen, cfg, proto, l->id, preflight);
-		return pd_early_fail(skb, c0, PD_R_NO_FLOW);
+		r = pd_entry_no_flow(skb, &p, l, gen, cfg, proto, preflight, &f);
+		if (r != PD_GO_ON)
+			return r;
 	}
-
-	/* ---- fast path: the flow entry alone decides --------------------------------- */
-	__u32 seg_end = p.seq + p.payload_len;
-	int again = p.payload_len && !(p.tcp_flags & PD_TCP_RST) && pd_overlaps_judged(f, p.seq, seg_end);
-	if (f->state == PD_FS_FINAL && f->verdict != PD_ACT_ALLOW) {
-		PD_COUNT(PD_C_FAST_PATH);
-		/* A refused connection: data or a FIN from the client is answered with a RST so
-		 * the client does not linger; everything else is dropped. */
-		if (f->verdict != PD_ACT_DROP && !(p.tcp_flags & PD_TCP_RST) &&
-		    (p.payload_len || (p.tcp_flags & PD_TCP_FIN))) {
-			__u32 z = 0;
-			struct pd_ctx *rc = bpf_map_lookup_elem(&pd_scratch, &z);
-			if (rc) {
-				pd_ctx_init(rc, skb, &p, gen, cfg, proto, l->id, preflight);
-				if (p.tcp_flags & PD_TCP_FIN)
-					rc->payload_len += 1; /* the FIN takes a sequence number */
-				if (pd_build(skb, rc, PD_REPLY_RST_CLIENT, 0, 0, 1) == 0)
-					return bpf_redirect(skb->ifindex, 0);
-			}
-		}
-		return TC_ACT_SHOT;
-	}
-	if (f->state == PD_FS_FINAL && !again) {
-		PD_COUNT(PD_C_FAST_PATH);
-		/* timestamps matter while a copy of judged bytes may still come */
-		if (!preflight && f->judged_len && !pd_srv_has(f, f->judged_seq + f->judged_len))
-			pd_track_ts(skb, f, &p);
-		return TC_ACT_OK; /* allowed for the rest of the connection */
-	}
-	if (f->state != PD_FS_FINAL) {
-		if (f->accumulating && !preflight && (p.tcp_flags & (PD_TCP_RST | PD_TCP_FIN)) &&
-		    (!p.payload_len || (p.tcp_flags & PD_TCP_RST))) {
-			/* A client that gives up on a partial head (a reset, or a FIN: the head can
-			 * never end) frees its place in the table and its client's share: a RST or FIN
-			 * from where the head's bytes end to the right edge of the server's window
-			 * (bytes sent after those may not have passed here yet), as the server takes
-			 * a RST in its window. */
-			struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p.key);
-			__u32 have_end = acc ? acc->start_seq + acc->len : 0;
-			__u32 room = f->srv == PD_SRV_SEEN ? f->srv_edge - have_end : 65535;
-			if (!acc || (p.seq - have_end <= room && room < (1u << 30))) {
-				if (acc)
-					bpf_map_delete_elem(&pd_accum, &p.key);
-				pd_accum_end(f, &p.key);
-			}
-		}
-		if (p.payload_len == 0 || (p.tcp_flags & PD_TCP_RST)) {
-			PD_COUNT(PD_C_FAST_PATH);
-			if (!preflight)
-				pd_track_ts(skb, f, &p);
-			return TC_ACT_OK;
-		}
-		if (!f->accumulating && !again && !(p.tcp_flags & PD_TCP_URG) &&
-		    pd_seq_before_eq(seg_end, f->next_seq)) {
-			/* body bytes of an allowed request, or a retransmission of bytes before
-			 * the last judged head */
-			PD_COUNT(PD_C_FAST_PATH);
-			if (!preflight)
-				pd_track_ts(skb, f, &p);
-			return TC_ACT_OK;
-		}
-	}
+	int again = p.payload_len && !(p.tcp_flags & PD_TCP_RST) &&
+		    pd_overlaps_judged(f, p.seq, p.seq + p.payload_len);
+	r = pd_entry_fast(skb, &p, f, again, l, gen, cfg, proto, preflight);
+	if (r != PD_GO_ON)
+		return r;
 
 	/* ---- slow path: a request head starts or continues in this segment, or judged
 	 * bytes arrive again ------------------------------------------------------------ */
-	__u32 zero = 0;
-	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
+	struct pd_ctx *ctx = pd_ctx_start(skb, &p, gen, cfg, proto, l->id, preflight);
 	if (!ctx)
 		return TC_ACT_SHOT;
-	pd_ctx_init(ctx, skb, &p, gen, cfg, proto, l->id, preflight);
-	/* re-entered by the verdict stage for the next head of this segment? */
-	int reentered = ctx->reenter;
-	ctx->pipelined = ctx->reenter ? ctx->pipelined + 1 : 0;
-	ctx->reenter = 0;
-
-	if (!reentered) {
-		/* Bytes the server's TCP would throw away are not what it receives: neither
-		 * accumulated nor judged. The sender resends them if they were real. */
-		int ig = pd_discard_check(skb, ctx, f, p.ttl);
-		if (ig >= 0) {
-			PD_COUNT(PD_C_IGNORED_BASE + (ig & (PD_IG_MAX - 1)));
-			return TC_ACT_SHOT;
-		}
-		/* An urgent byte is cut out of the stream by the server (unless SO_OOBINLINE):
-		 * the bytes judged would not be the bytes it reads. */
-		if (p.tcp_flags & PD_TCP_URG)
-			return pd_early_fail(skb, ctx, PD_R_URGENT);
-		if (again) {
-			int d = pd_older_differs(skb, ctx, f);
-			if (d == PD_SAME)
-				d = pd_judged_differs(skb, ctx, f);
-			if (d == PD_DIFFERS)
-				return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
-			if (d == PD_UNCHECKED)
-				return pd_early_fail(skb, ctx, PD_R_UNCHECKED);
-			if (d == PD_NOT_YET) {
-				PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
-				return TC_ACT_SHOT;
-			}
-		}
-		if (ctx->seg_has_ts && f->has_ts && (__s32)(ctx->seg_tsval - f->ts_recent) > 0)
-			f->ts_recent = ctx->seg_tsval;
-		if (f->state == PD_FS_FINAL ||
-		    (!f->accumulating && pd_seq_before_eq(seg_end, f->next_seq))) {
-			PD_COUNT(PD_C_FAST_PATH);
-			return TC_ACT_OK; /* the judged bytes, unchanged */
-		}
-	}
-
+	r = pd_entry_check_segment(skb, ctx, &p, f, again, preflight);
+	if (r != PD_GO_ON)
+		return r;
 	if (f->state == PD_FS_CHUNKED)
 		return pd_tail(skb, ctx, PD_STAGE_HTTP); /* the parser walks chunk framing */
-
 	__u32 max_head = ctx->max_head;
 	if (max_head == 0 || max_head > PD_HEAD_MAX)
 		max_head = PD_HEAD_MAX;
-
-	if (f->accumulating) {
-		struct pd_accum *acc = bpf_map_lookup_elem(&pd_accum, &p.key);
-		if (!acc) {
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
-		}
-		__u32 have_end = acc->start_seq + acc->len;
-		if (pd_seq_before(have_end, p.seq)) {
-			/* a gap: never judge around missing bytes; TCP resends them in order */
-			PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
-			return TC_ACT_SHOT;
-		}
-		/* Bytes before the head are body already passed; bytes we hold must be resent
-		 * unchanged. */
-		__u32 skip = 0;
-		if (pd_seq_before(p.seq, acc->start_seq))
-			skip = acc->start_seq - p.seq;
-		if (skip >= p.payload_len)
-			return TC_ACT_OK;
-		__u32 held_pos = p.seq + skip - acc->start_seq;
-		__u32 overlap = pd_seq_before(have_end, seg_end) ? have_end - (p.seq + skip)
-								  : p.payload_len - skip;
-		if (overlap > p.payload_len - skip || held_pos > PD_HEAD_MAX)
-			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
-		if (pd_compare(skb, ctx, p.payload_off + skip, acc->buf, held_pos, overlap)) {
-			bpf_map_delete_elem(&pd_accum, &p.key);
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, PD_R_INCONSISTENT);
-		}
-		if (!pd_seq_before(have_end, seg_end))
-			return TC_ACT_OK; /* pure retransmission of held bytes */
-		__u32 old_len = acc->len;
-		__u32 add = p.payload_len - skip - overlap;
-		if (old_len >= max_head) {
-			bpf_map_delete_elem(&pd_accum, &p.key);
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		}
-		if (add > max_head - old_len)
-			add = max_head - old_len;
-		if (pd_copy_in(skb, p.payload_off + skip + overlap, acc->buf, old_len, add) < 0)
-			return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
-		acc->len = old_len + add;
-		__u32 from = old_len > 2 ? old_len - 2 : 0;
-		int end = pd_head_end(ctx, acc->buf, from, acc->len);
-		if (end < 0) {
-			bpf_map_delete_elem(&pd_accum, &p.key);
-			pd_accum_end(f, &p.key);
-			return pd_early_fail(skb, ctx, (__u8)-end);
-		}
-		if (!end) {
-			if (acc->len >= max_head) {
-				bpf_map_delete_elem(&pd_accum, &p.key);
-				pd_accum_end(f, &p.key);
-				return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-			}
-			PD_COUNT(PD_C_HEAD_PARTIAL);
-			return TC_ACT_OK; /* an incomplete head passes: the server cannot act on it */
-		}
-		if (pd_copy_acc(ctx, acc) < 0)
-			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		/* the entry stays: if the head is allowed it holds the judged bytes, against
-		 * which a partial retransmission is compared */
-		pd_accum_end(f, &p.key);
-		ctx->head_held = PD_HELD_ALL;
-		/* offset of the head's first byte relative to this segment (negative: earlier) */
-		ctx->head_off = ctx->head.start_seq - p.seq;
-		ctx->head_len = end;
-		return pd_judge_head(skb, ctx);
-	}
-
-	/* The head starts inside this segment at next_seq. */
-	if (pd_seq_before(f->next_seq, p.seq)) {
-		PD_COUNT(PD_C_REASON_BASE + PD_R_OUT_OF_ORDER);
-		return TC_ACT_SHOT; /* data ahead of the head start: wait for the missing bytes */
-	}
-	__u32 start = f->next_seq - p.seq;
-	if (start >= p.payload_len)
-		return TC_ACT_OK;
-	__u32 avail = p.payload_len - start;
-	__u32 take = avail > max_head ? max_head : avail;
-	if (pd_copy_in(skb, p.payload_off + start, ctx->head.buf, 0, take) < 0)
-		return pd_early_fail(skb, ctx, PD_R_BAD_PACKET);
-	ctx->head.start_seq = f->next_seq;
-	ctx->head.len = take;
-	ctx->head_off = start;
-	int end = pd_head_end(ctx, ctx->head.buf, 0, take);
-	if (end < 0)
-		return pd_early_fail(skb, ctx, (__u8)-end);
-	if (!end) {
-		if (take >= max_head)
-			return pd_early_fail(skb, ctx, PD_R_HEAD_TOO_LARGE);
-		/* a client's share of the table of partial heads (slow heads, held open) */
-		if (!pd_partial_hold(&p.key, cfg->partial_per_client))
-			return pd_early_fail(skb, ctx, PD_R_PARTIAL_HEADS);
-		if (bpf_map_update_elem(&pd_accum, &p.key, &ctx->head, BPF_ANY) < 0) {
-			pd_partial_release(&p.key);
-			return pd_early_fail(skb, ctx, PD_R_FLOW_TABLE_FULL);
-		}
-		f->accumulating = 1;
-		f->held = 0; /* the entry no longer holds the last judged head */
-		PD_COUNT(PD_C_HEAD_PARTIAL);
-		return TC_ACT_OK;
-	}
-	ctx->head_len = end;
-	return pd_judge_head(skb, ctx);
+	if (f->accumulating)
+		return pd_head_continue(skb, ctx, &p, f, max_head, preflight);
+	return pd_head_start(skb, ctx, &p, f, max_head, cfg, preflight);
 }
 
 SEC("tc")
@@ -982,126 +1014,4 @@ SEC("tc")
 int pd_preflight(struct __sk_buff *skb)
 {
 	return pd_entry_run(skb, pd_preflight_gen & 1, 1);
-}
-
-/* ---- the server's side ------------------------------------------------------------------
- * Attached at the egress of the same interfaces, where the server's packets leave for the
- * client: what the server has acknowledged, the window it offers and what it has sent go
- * into the flow entry, so the entry program can tell which client bytes the server will
- * take and which judged heads it already has. Writes in place; never changes a packet. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct pd_opt_walk);
-} pd_egress_work SEC(".maps");
-
-/* The window scale a SYN-ACK sets (0 without the option, at most 14: RFC 7323 2.3), or -1
- * without the work area to read its options in. */
-PD_INLINE int pd_synack_wscale(struct __sk_buff *skb, struct pd_pkt *p)
-{
-	__u32 z = 0;
-	struct pd_opt_walk *w = bpf_map_lookup_elem(&pd_egress_work, &z);
-	if (!w)
-		return -1;
-	__u64 o = pd_tcp_options_in(skb, w, p->l4_off, p->payload_off);
-	__u8 ws = ((o & PD_OPT_WS) && !(o & PD_OPT_BAD)) ? PD_OPT_WS_SHIFT(o) : 0;
-	return ws > 14 ? 14 : ws;
-}
-
-SEC("tc")
-int pd_egress(struct __sk_buff *skb)
-{
-	struct pd_pkt p = {};
-	if (pd_parse_packet(skb, &p) != PD_P_TCP)
-		return TC_ACT_OK;
-	struct pd_flow_key k = { .sport = p.key.dport, .dport = p.key.sport, .family = p.key.family };
-	__builtin_memcpy(k.saddr, p.key.daddr, sizeof(k.saddr));
-	__builtin_memcpy(k.daddr, p.key.saddr, sizeof(k.daddr));
-	/* Only what came from the server's side speaks for the server: a packet received on
-	 * the interface the client's packets arrive on, and sent back out toward the client, is
-	 * the client's (spoofed, routed back). The gateway's own replies (cloned at ingress) are
-	 * ignored the same way. 0: made on this host (a server on the gateway itself). */
-	__u32 came_in = skb->ingress_ifindex;
-	struct pd_flow *f = bpf_map_lookup_elem(&pd_flows, &k);
-	if (f && came_in && came_in == f->client_if) {
-		pd_count(PD_C_EGRESS_CLIENT_SIDE);
-		return TC_ACT_OK;
-	}
-	if (!f) {
-		struct pd_syn *e = bpf_map_lookup_elem(&pd_syn, &k);
-		if (!e)
-			return TC_ACT_OK;
-		if (came_in && came_in == e->client_if) {
-			pd_count(PD_C_EGRESS_CLIENT_SIDE);
-			return TC_ACT_OK;
-		}
-		if ((p.tcp_flags & (PD_TCP_SYN | PD_TCP_ACK | PD_TCP_RST)) != (PD_TCP_SYN | PD_TCP_ACK) ||
-		    p.ack != e->isn + 1) {
-			/* not the SYN-ACK of this SYN: a challenge ACK (the server has a connection
-			 * on this 4-tuple and reads on in it) or a RST. The handshake never completes. */
-			if (!e->refused)
-				pd_count(PD_C_SYN_REFUSED);
-			e->refused = 1;
-			return TC_ACT_OK;
-		}
-		/* The server takes the SYN. The connection starts when the client acknowledges
-		 * this SYN-ACK (the entry program): a spoofed source never does. */
-		int ws = pd_synack_wscale(skb, &p);
-		if (ws < 0)
-			return TC_ACT_OK;
-		e->srv_wscale = (__u8)ws;
-		e->srv_isn = p.seq;
-		e->srv_win = p.win;
-		e->synack = 1;
-		return TC_ACT_OK;
-	}
-	if ((p.tcp_flags & PD_TCP_RST) || !(p.tcp_flags & PD_TCP_ACK))
-		return TC_ACT_OK;
-	__u32 end = p.seq + p.payload_len + !!(p.tcp_flags & PD_TCP_SYN) + !!(p.tcp_flags & PD_TCP_FIN);
-	if (p.tcp_flags & PD_TCP_SYN) {
-		if (f->srv == PD_SRV_SEEN) {
-			if (!f->syn_pending || p.ack != f->syn_isn + 1)
-				return TC_ACT_OK; /* a SYN-ACK sent again */
-			/* the server took a SYN on a 4-tuple it had a connection on: a new one */
-			pd_flow_start(f, f->syn_isn, 0, 0);
-		}
-		/* the SYN-ACK: the window scale it sets, and a window that is never scaled */
-		int ws = pd_synack_wscale(skb, &p);
-		if (ws < 0)
-			return TC_ACT_OK;
-		f->srv_wscale = (__u8)ws;
-		f->srv_data = end;
-		f->srv_nxt = end;
-		f->srv_ack = p.ack;
-		f->srv_edge = p.ack + p.win;
-		f->srv = PD_SRV_SEEN;
-		return TC_ACT_OK;
-	}
-	if (f->srv != PD_SRV_SEEN)
-		return TC_ACT_OK;
-	/* only ever forward: a reordered packet says nothing new (and the cache line is left
-	 * alone when nothing changes) */
-	if (pd_seq_before(f->srv_nxt, end))
-		f->srv_nxt = end;
-	if (pd_seq_before(f->srv_ack, p.ack))
-		f->srv_ack = p.ack;
-	__u32 edge = p.ack + ((__u32)p.win << (f->srv_wscale & 15));
-	if (!(p.tcp_flags & PD_TCP_SYN) && pd_seq_before(f->srv_edge, edge))
-		f->srv_edge = edge;
-	/* WebSocket, h2c: the server's first bytes answer the connection's first request, which
-	 * asked to switch protocols. A 101 there means the server reads no more HTTP/1.x on this
-	 * connection: neither does the gateway (what follows is frames, not request heads). */
-	if (f->upgrade == PD_UP_ASKED && f->verdict == PD_ACT_ALLOW && p.seq == f->srv_data && p.payload_len >= 12) {
-		__u8 st[12];
-		if (bpf_skb_load_bytes(skb, p.payload_off, st, sizeof(st)) == 0 && st[0] == 'H' && st[1] == 'T' &&
-		    st[2] == 'T' && st[3] == 'P' && st[4] == '/' && st[5] == '1' && st[6] == '.' && st[7] == '1' &&
-		    st[8] == ' ' && st[9] == '1' && st[10] == '0' && st[11] == '1') {
-			f->upgrade = PD_UP_SWITCHED;
-			f->verdict = PD_ACT_ALLOW;
-			f->state = PD_FS_FINAL;
-			pd_count(PD_C_UPGRADED);
-		}
-	}
-	return TC_ACT_OK;
 }

@@ -31,29 +31,6 @@ const volatile char n_upg[] = "upgrade";
 const volatile char v_chunked[] = "chunked";
 const volatile char v_version[] = "HTTP/1.";
 
-/* lives in ctx->work */
-struct pd_http {
-	__u32 len;
-	__u32 pos;
-	__u8 st;
-	__u8 reason;
-	__u8 cur;        /* header being read (one H_* bit, or 0) */
-	__u8 cand;       /* candidate names while reading a name */
-	__u16 tok;       /* start of the current token */
-	__u16 name_len;
-	__u16 val_start;
-	__u16 val_end;   /* after the last non-OWS value byte */
-	__u16 vlen;      /* value bytes seen (for value matching) */
-	__u8 te_match;   /* value still equals a prefix of "chunked" */
-	__u8 cl_seen;
-	__u8 cl_bad;
-	__u8 cl_ows;     /* whitespace after the length's digits (trailing OWS, not part of the value) */
-	__u8 hosts;
-	__u32 cl;
-	__u32 cl_cur;
-	__u16 m_start, m_len, t_start, t_len;
-};
-
 PD_INLINE char name_at(__u8 cand, __u32 k)
 {
 	switch (cand) {
@@ -144,7 +121,7 @@ struct pd_cb {
 static long http_cb(__u32 i, struct pd_cb *cb)
 {
 	struct pd_ctx *ctx = cb->ctx;
-	struct pd_http *h = (struct pd_http *)ctx->work;
+	struct pd_http *h = &ctx->work.http;
 	__u32 pos = h->pos;
 	if (pos >= h->len || h->st == S_DONE || h->reason)
 		return 1;
@@ -373,20 +350,10 @@ PD_INLINE void absolute_form(struct pd_ctx *ctx)
 }
 
 /* Authority -> ctx->host: lower-cased, port and one trailing dot removed. */
-struct hostnorm { /* lives in ctx->work */
-	__u32 off;
-	__u32 n;
-	__u32 out;
-	__u8 in_v6;
-	__u8 port;
-	__u8 v6_done;
-	__u8 reason;
-};
-
 static long hostnorm_cb(__u32 k, struct pd_cb *cb)
 {
 	struct pd_ctx *ctx = cb->ctx;
-	struct hostnorm *s = (struct hostnorm *)ctx->work;
+	struct pd_hostnorm *s = &ctx->work.hostnorm;
 	if (k >= s->n || s->reason)
 		return 1;
 	__u8 c = pd_lower(ctx->head.buf[PD_HEAD_IDX(s->off + k)]);
@@ -419,8 +386,7 @@ static long hostnorm_cb(__u32 k, struct pd_cb *cb)
 
 PD_INLINE __u8 normalize_host(struct pd_ctx *ctx)
 {
-	_Static_assert(sizeof(struct hostnorm) <= sizeof(ctx->work), "hostnorm fits ctx->work");
-	struct hostnorm *s = (struct hostnorm *)ctx->work;
+	struct pd_hostnorm *s = &ctx->work.hostnorm;
 	if (ctx->host_len == 0)
 		return PD_R_NO_HOST;
 	if (ctx->host_len >= PD_HOST_MAX)
@@ -613,8 +579,7 @@ int pd_http(struct __sk_buff *skb)
 		return walk_chunks(skb, ctx);
 	pd_stage_enter(ctx, PD_STAGE_HTTP);
 
-	_Static_assert(sizeof(struct pd_http) <= sizeof(ctx->work), "pd_http fits ctx->work");
-	struct pd_http *hp = (struct pd_http *)ctx->work;
+	struct pd_http *hp = &ctx->work.http;
 	__builtin_memset(hp, 0, sizeof(*hp));
 	hp->len = ctx->head_len > PD_HEAD_MAX ? PD_HEAD_MAX : ctx->head_len;
 	struct pd_cb cb = { .ctx = ctx };

@@ -5,22 +5,7 @@
  * host uses (a bitmap), verified byte for byte. */
 #include "pd_common.h"
 
-/* lives in ctx->work */
-struct norm {
-	__u32 in;        /* next input index into head[] */
-	__u32 in_end;
-	__u32 out;       /* bytes in ctx->path */
-	__u32 seg_start; /* output index where the current segment starts */
-	__u32 depth;     /* completed segments on the stack */
-	__u32 seg_len;
-	__u8 all_dots;
-	__u8 pct;        /* 0, or 1/2 inside a %XX escape */
-	__u8 hi;
-	__u8 reason;
-	__u8 stop;
-};
-
-PD_INLINE void emit(struct pd_ctx *ctx, struct norm *n, __u8 c)
+PD_INLINE void emit(struct pd_ctx *ctx, struct pd_pathnorm *n, __u8 c)
 {
 	if (n->out >= PD_PATH_MAX - 4) {
 		n->reason = PD_R_PATH_TOO_LONG;
@@ -35,7 +20,7 @@ PD_INLINE void emit(struct pd_ctx *ctx, struct norm *n, __u8 c)
 
 /* A segment ends (at '/' or the end of the path). Returns 1 if the slash that ended it
  * must not be written (the output already ends with '/'). */
-PD_INLINE int end_segment(struct pd_ctx *ctx, struct norm *n)
+PD_INLINE int end_segment(struct pd_ctx *ctx, struct pd_pathnorm *n)
 {
 	if (n->seg_len == 0)
 		return 1; /* empty segment: repeated slashes merge */
@@ -60,7 +45,7 @@ PD_INLINE int end_segment(struct pd_ctx *ctx, struct norm *n)
 	return 0;
 }
 
-PD_INLINE void new_segment(struct norm *n)
+PD_INLINE void new_segment(struct pd_pathnorm *n)
 {
 	n->seg_start = n->out;
 	n->seg_len = 0;
@@ -74,7 +59,7 @@ struct pd_cb {
 static long norm_cb(__u32 i, struct pd_cb *cb)
 {
 	struct pd_ctx *ctx = cb->ctx;
-	struct norm *n = (struct norm *)ctx->work;
+	struct pd_pathnorm *n = &ctx->work.pathnorm;
 	if (n->in >= n->in_end || n->reason || n->stop)
 		return 1;
 	__u8 c = ctx->head.buf[PD_HEAD_IDX(n->in)];
@@ -129,8 +114,7 @@ static long norm_cb(__u32 i, struct pd_cb *cb)
 
 PD_INLINE __u8 normalize_path(struct pd_ctx *ctx)
 {
-	_Static_assert(sizeof(struct norm) <= sizeof(ctx->work), "norm fits ctx->work");
-	struct norm *n = (struct norm *)ctx->work;
+	struct pd_pathnorm *n = &ctx->work.pathnorm;
 	__u32 t = ctx->target_off, len = ctx->target_len;
 
 	ctx->path[0] = '/';

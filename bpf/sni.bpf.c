@@ -23,18 +23,10 @@ PD_INLINE __u32 rd16(struct pd_ctx *ctx, __u32 p)
 }
 
 /* ---- records -> one contiguous handshake at buf[5..) --------------------------------- */
-struct compact { /* lives in ctx->work */
-	__u32 src;
-	__u32 dst;
-	__u32 rec_end; /* src offset where the current record ends */
-	__u32 end;     /* bytes of records held */
-	__u8 bad;
-};
-
 static long compact_cb(__u32 i, struct pd_cb *cb)
 {
 	struct pd_ctx *ctx = cb->ctx;
-	struct compact *c = (struct compact *)ctx->work;
+	struct pd_tls_compact *c = &ctx->work.compact;
 	if (c->src >= c->end || c->bad)
 		return 1;
 	if (c->src == c->rec_end) { /* the next record's header: skip it */
@@ -53,20 +45,10 @@ static long compact_cb(__u32 i, struct pd_cb *cb)
 }
 
 /* ---- the extension list ------------------------------------------------------------- */
-struct exts { /* lives in ctx->work */
-	__u32 p;
-	__u32 end;
-	__u32 sni_off;
-	__u32 sni_len;
-	__u8 sni_seen;
-	__u8 bad;       /* a pd_reason */
-	__u8 done;
-};
-
 static long ext_cb(__u32 i, struct pd_cb *cb)
 {
 	struct pd_ctx *ctx = cb->ctx;
-	struct exts *e = (struct exts *)ctx->work;
+	struct pd_tls_exts *e = &ctx->work.exts;
 	if (e->bad || e->done)
 		return 1;
 	if (e->p == e->end) {
@@ -103,19 +85,10 @@ static long ext_cb(__u32 i, struct pd_cb *cb)
 
 /* server_name -> ctx->host, lower-cased, one trailing dot removed. An IP literal (RFC 6066
  * does not permit one: its last label is all digits) is not a host name. */
-struct sninorm { /* lives in ctx->work */
-	__u32 off;
-	__u32 n;
-	__u32 out;
-	__u8 bad;
-	__u8 digits;      /* the label being read is all digits so far */
-	__u8 prev_digits; /* the label before it was */
-};
-
 static long sninorm_cb(__u32 k, struct pd_cb *cb)
 {
 	struct pd_ctx *ctx = cb->ctx;
-	struct sninorm *s = (struct sninorm *)ctx->work;
+	struct pd_sninorm *s = &ctx->work.sninorm;
 	if (k >= s->n || s->bad)
 		return 1;
 	__u8 c = pd_lower(ctx->head.buf[PD_HEAD_IDX(s->off + k)]);
@@ -138,7 +111,7 @@ PD_INLINE int normalize_sni(struct pd_ctx *ctx, __u32 off, __u32 n)
 {
 	if (n == 0 || n >= PD_HOST_MAX)
 		return -1;
-	struct sninorm *s = (struct sninorm *)ctx->work;
+	struct pd_sninorm *s = &ctx->work.sninorm;
 	__builtin_memset(s, 0, sizeof(*s));
 	s->off = off;
 	s->n = n;
@@ -184,7 +157,7 @@ int pd_sni(struct __sk_buff *skb)
 	__u32 hs_end = 9 + ((rd8(ctx, 6) << 16) | rd16(ctx, 7)); /* after the handshake message */
 	if (hs_end > first_end) {
 		/* the ClientHello continues in later records: make it contiguous */
-		struct compact *c = (struct compact *)ctx->work;
+		struct pd_tls_compact *c = &ctx->work.compact;
 		__builtin_memset(c, 0, sizeof(*c));
 		c->src = c->dst = c->rec_end = first_end;
 		c->end = held;
@@ -217,7 +190,7 @@ int pd_sni(struct __sk_buff *skb)
 	if (p < hs_end) {
 		if (p + 2 > hs_end || p + 2 + rd16(ctx, p) != hs_end)
 			return bad_hello(skb, ctx, PD_R_TLS_LENGTH); /* the extensions must fill the message exactly */
-		struct exts *e = (struct exts *)ctx->work;
+		struct pd_tls_exts *e = &ctx->work.exts;
 		__builtin_memset(e, 0, sizeof(*e));
 		e->p = p + 2;
 		e->end = hs_end;

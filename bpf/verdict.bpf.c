@@ -57,7 +57,7 @@ const volatile char r429_tail[] = "\r\nContent-Length: 0\r\n"
 
 PD_INLINE struct resp resp_429(struct pd_ctx *ctx)
 {
-	char *o = (char *)ctx->work;
+	char *o = ctx->work.reply;
 	__u32 n = sizeof(r429_head) - 1;
 #pragma unroll
 	for (__u32 i = 0; i < sizeof(r429_head) - 1; i++)
@@ -209,7 +209,7 @@ int pd_verdict(struct __sk_buff *skb)
 		if (ctx->pipelined + 1 < ctx->max_pipeline) {
 			ctx->reenter = 1;
 			ctx->stage = PD_STAGE_VERDICT;
-			bpf_tail_call(skb, &pd_progs, (__u32)(ctx->gen & 1) * PD_STAGE_MAX + PD_STAGE_ENTRY);
+			pd_tail_call(skb, ctx->gen, PD_STAGE_ENTRY);
 			ctx->reenter = 0;
 		}
 		/* Out of tail calls: pass what was judged; TCP resends the rest. */

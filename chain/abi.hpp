@@ -35,7 +35,6 @@ static_assert(sizeof(pd_log_budget) == 16);
 static_assert(sizeof(pd_rl_limit) == 48);
 static_assert(sizeof(pd_rl_bucket_key) == 32);
 static_assert(sizeof(pd_rl_bucket) == 24);
-static_assert(sizeof(pd_ctx) <= 32768, "per-CPU values are limited to 32 KiB");
 
 std::string_view reason_name(unsigned reason);
 std::string_view action_name(unsigned action);

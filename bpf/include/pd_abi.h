@@ -1,14 +1,15 @@
 /* pd_abi.h: everything the BPF programs and the C++ controller share — stage indices,
- * actions, fail-mode reasons, counter indices, limits, and every map key/value layout.
- * One definition, included by both sides; C++ static_asserts the sizes. */
+ * actions, fail-mode reasons, counter indices, limits, and every map key/value layout user
+ * space reads or writes (or keeps across builds: pd_flows, pd_syn, pd_accum). One
+ * definition, included by both sides; C++ static_asserts the sizes. What only the programs
+ * see (the per-CPU context and the stages' working areas) is in pd_state.h, which user space
+ * does not include. */
 #ifndef PD_ABI_H
 #define PD_ABI_H
 
 #include <linux/types.h>
 #include <linux/bpf.h> /* struct bpf_spin_lock */
 
-#define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
-#define PD_CTX_VERSION 2
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
 #define PD_ABI_VERSION 7 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
@@ -18,7 +19,7 @@
 			  * 7: the client's address in pd_event_jwt; the server's SYN-ACK in pd_syn;
 			  *    pd_rl_counts and pd_rl_limit.max_buckets */
 
-/* ---- stages: PROG_ARRAY slot = gen * PD_STAGE_MAX + stage -------------------------- */
+/* ---- stages: PROG_ARRAY slot = pd_slot(gen, stage) = gen * PD_STAGE_MAX + stage ------- */
 enum pd_stage {
 	PD_STAGE_ENTRY = 0,     /* the attached program; also re-entered for pipelined heads */
 	PD_STAGE_HTTP = 1,      /* HTTP head parser (fixed, runs before the chain for HTTP) */
@@ -33,6 +34,14 @@ enum pd_stage {
 #define PD_GENERATIONS 2
 #define PD_PROG_SLOTS (PD_GENERATIONS * PD_STAGE_MAX)
 #define PD_STAGE_NONE 0xff
+
+/* The PROG_ARRAY slot of a stage in a generation, and its pd_chain index: the controller
+ * fills the slots and the programs' one tail call (pd_tail_call) reads them with this one
+ * function, so the two can never disagree. */
+static inline __attribute__((always_inline)) __u32 pd_slot(__u32 gen, __u32 stage)
+{
+	return (gen & 1) * PD_STAGE_MAX + (stage & (PD_STAGE_MAX - 1));
+}
 
 /* ---- actions (route/rule actions and the final verdict) ----------------------------- */
 enum pd_action {
@@ -591,91 +600,6 @@ enum pd_method {
 	PD_M_TRACE = 1u << 7,
 	PD_M_PATCH = 1u << 8,
 	PD_M_OTHER = 1u << 31,
-};
-
-/* ---- the per-CPU scratch context shared by one packet's stages --------------------- */
-struct pd_ctx {
-	__u32 magic;
-	__u16 version;
-	__u8 gen;          /* generation read once by the entry program */
-	__u8 stage;        /* stage running now (pd_stage) */
-
-	struct pd_flow_key key;
-	__u32 ifindex;
-	__u16 l3_off;      /* offset of the IP header in the frame */
-	__u16 l4_off;      /* offset of the TCP header */
-	__u16 payload_off; /* offset of the TCP payload */
-	__u8 family;
-	__u8 proto;        /* listener protocol */
-	__u32 seq;         /* TCP seq / ack / flags of this segment (host order) */
-	__u32 ack;
-	__u32 payload_len;
-	__u8 tcp_flags;
-	__u8 action;       /* running verdict, pd_action */
-	__u8 reason;       /* pd_reason if the fail mode applies */
-	__u8 default_action;
-
-	__u32 head_off;    /* offset of this head within the segment payload (for pipelining) */
-	__u32 head_len;    /* bytes of the head (through the blank line) */
-	__u32 max_head;
-	__u32 scan_from;   /* end-of-head search resumes here */
-
-	/* HTTP head, filled by the parser */
-	__u32 method;      /* pd_method bit */
-	__u16 target_off;  /* request-target within head[] */
-	__u16 target_len;
-	__u16 host_off;    /* raw authority within head[] */
-	__u16 host_len;
-	__u16 auth_off;    /* Authorization value (JWT stage) */
-	__u16 auth_len;
-	__u32 body_len;    /* Content-Length */
-	__u8 chunked;
-	__u8 http_minor;
-	__u8 has_host;
-	__u8 fail_open;
-
-	/* host and path stages */
-	__u32 host_norm_len;
-	__u32 path_len;
-	__u32 host_id;     /* matched host, PD_RULE_NONE if none */
-	__u32 rule;        /* matched route, PD_RULE_NONE if none */
-	__u8 jwt;
-	__u8 ratelimit;
-	__u8 pipelined;    /* heads judged in this segment before this one */
-	__u8 reenter;      /* set by the verdict stage right before re-entering the entry */
-	__u8 max_pipeline; /* from the generation's config */
-	__u8 preflight;    /* a probe of a prepared generation: no replies, no counters */
-	__u32 gen_tag;     /* pd_gen_tags[gen] when the packet entered */
-	__u8 missing_sni;  /* from the generation's config */
-	__u8 has_sni;      /* the ClientHello carried server_name */
-	__u8 auth_count;   /* Authorization header lines */
-	__u8 jwt_reason;   /* pd_jwt_reason of the JWT stage's decision */
-	__u16 listener;    /* pd_listener.id (decision events) */
-	__u8 from_stage;   /* the stage that made the last tail call (the verdict's: who decided) */
-	__u8 pad_ev;
-	__u64 jwt_require; /* claim bits of the matched route */
-	__u64 jwt_sub;     /* pd_hash of the verified token's sub (0: none) — the rate limit's jwt_sub key */
-	__u64 host_hash;   /* pd_hash of the whole normalized host (host stage) — the rate limit's host key */
-	__u32 retry_after; /* rate limit: seconds until a token is there (the 429's Retry-After) */
-	__u32 rl_index;    /* rate limit: the limit's index in the generation (counters) */
-	__u64 hash_seed;
-	__u8 head_held;    /* the head came in several segments: pd_accum keeps its bytes */
-	__u8 seg_has_ts;   /* this segment carries a TCP timestamp (pd_discard_check) */
-	__u8 upgrade;      /* the head carries an Upgrade header (WebSocket, h2c) */
-	__u8 pad_held;
-	__u32 seg_tsval;   /* its TSval */
-	/* Stage-private working state. Loop state kept here, in a map value, is opaque to the
-	 * verifier, so a bpf_loop state machine converges instead of being explored value by
-	 * value (which a state kept on the stack would be). */
-	__u64 work[16];
-
-	__u8 prefix_lens[PD_PATTERN_MAX / 8]; /* of the matched host (copied by the host stage) */
-	__u8 host[PD_HOST_MAX];
-	__u8 path[PD_PATH_MAX + PD_HEAD_SLACK];
-	__u16 segs[PD_PATH_SEGS];
-	/* The head bytes. Same layout as an accumulation entry, so an incomplete head is
-	 * stored with one map update: head.start_seq = seq of buf[0], head.len = bytes held. */
-	struct pd_accum head;
 };
 
 #endif /* PD_ABI_H */

@@ -8,6 +8,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "pd_abi.h"
+#include "pd_state.h"
 #include "pd_maps.h"
 #include "pd_event.h"
 
@@ -27,10 +28,16 @@ PD_INLINE void pd_count_ctx(struct pd_ctx *ctx, __u32 idx)
 		pd_count(idx);
 }
 
-PD_INLINE struct pd_ctx *pd_ctx_get(void)
+/* This CPU's scratch context as it is: for the entry program, which stamps it. */
+PD_INLINE struct pd_ctx *pd_scratch_ctx(void)
 {
 	__u32 zero = 0;
-	struct pd_ctx *ctx = bpf_map_lookup_elem(&pd_scratch, &zero);
+	return bpf_map_lookup_elem(&pd_scratch, &zero);
+}
+
+PD_INLINE struct pd_ctx *pd_ctx_get(void)
+{
+	struct pd_ctx *ctx = pd_scratch_ctx();
 	/* A stage reached by tail call trusts only a context the entry program stamped. */
 	if (ctx && ctx->magic == PD_CTX_MAGIC && ctx->version == PD_CTX_VERSION)
 		return ctx;
@@ -73,15 +80,23 @@ PD_INLINE int pd_fail_inline(struct pd_ctx *ctx, __u8 reason)
 	return TC_ACT_SHOT;
 }
 
+/* The only tail call in bpf/ (the build fails on any other: check_tail_calls.cmake), so
+ * every program finds a stage in the slot where the controller put it (pd_slot). Returns
+ * only when the call did not happen: an empty slot, or the kernel's budget spent. */
+PD_INLINE void pd_tail_call(struct __sk_buff *skb, __u32 gen, __u32 stage)
+{
+	bpf_tail_call(skb, &pd_progs, pd_slot(gen, stage));
+}
+
 /* Hand the packet to the stage that follows ctx->stage in this packet's generation.
  * Every slot index is derived from ctx->gen, read once by the entry program, so one
  * packet never mixes generations. A missing slot is a counted reason, never a pass. */
 PD_INLINE int pd_tail(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 stage)
 {
-	__u32 slot = (__u32)(ctx->gen & 1) * PD_STAGE_MAX + (stage & (PD_STAGE_MAX - 1));
+	__u32 gen = ctx->gen;
 	ctx->from_stage = ctx->stage;
 	ctx->stage = stage;
-	bpf_tail_call(skb, &pd_progs, slot);
+	pd_tail_call(skb, gen, stage);
 	ctx->stage = ctx->from_stage; /* still in the caller: it decides, by the fail mode */
 	return pd_fail_inline(ctx, PD_R_MISSED_TAIL_CALL);
 }
@@ -92,7 +107,7 @@ PD_INLINE int pd_chain_next(struct __sk_buff *skb, struct pd_ctx *ctx)
 	if (ctx->reason != PD_R_NONE ||
 	    (ctx->action != PD_ACT_NONE && ctx->action != PD_ACT_ALLOW))
 		return pd_tail(skb, ctx, PD_STAGE_VERDICT);
-	__u32 idx = (__u32)(ctx->gen & 1) * PD_STAGE_MAX + (ctx->stage & (PD_STAGE_MAX - 1));
+	__u32 idx = pd_slot(ctx->gen, ctx->stage);
 	__u32 *next = bpf_map_lookup_elem(&pd_chain, &idx);
 	if (!next || *next == PD_STAGE_NONE || *next >= PD_STAGE_MAX)
 		return pd_tail(skb, ctx, PD_STAGE_VERDICT);

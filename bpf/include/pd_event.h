@@ -7,7 +7,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include "pd_abi.h"
+#include "pd_state.h"
 #include "pd_maps.h"
 
 static __always_inline void pd_log_count(__u32 idx)

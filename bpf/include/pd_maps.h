@@ -6,7 +6,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include "pd_abi.h"
+#include "pd_state.h" /* pd_scratch holds a pd_ctx */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
@@ -15,7 +15,7 @@ struct {
 	__type(value, __u32);
 } pd_progs SEC(".maps");
 
-/* next stage after stage s in generation g: pd_chain[g * PD_STAGE_MAX + s] */
+/* next stage after stage s in generation g: pd_chain[pd_slot(g, s)] */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PD_PROG_SLOTS);

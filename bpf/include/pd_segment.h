@@ -47,19 +47,12 @@ PD_INLINE int pd_tcp_csum_ok(struct __sk_buff *skb, struct pd_ctx *ctx)
  * pd_tcp_options() returns PD_OPT_SIG if there is an MD5 (19) or TCP-AO (29) option,
  * PD_OPT_TS | TSval if there is a timestamp, PD_OPT_WS | shift << 40 if there is a window
  * scale, PD_OPT_BAD if they do not parse. The walk keeps its state in a map value (opaque
- * to the verifier, so the loop converges): the context's work area, or pd_egress_work. */
+ * to the verifier, so the loop converges): the context's work area, or egress's egress_work. */
 #define PD_OPT_TS (1ULL << 32)
 #define PD_OPT_SIG (1ULL << 33)
 #define PD_OPT_BAD (1ULL << 34)
 #define PD_OPT_WS (1ULL << 35)
 #define PD_OPT_WS_SHIFT(o) ((__u8)((o) >> 40))
-
-struct pd_opt_walk {
-	__u32 i;
-	__u32 n;
-	__u64 result;
-	__u8 b[64];
-};
 
 struct pd_opt_cb_ctx { /* bpf_loop's context must be on the stack */
 	struct pd_opt_walk *w;
@@ -119,8 +112,7 @@ PD_INLINE __u64 pd_tcp_options_in(struct __sk_buff *skb, struct pd_opt_walk *w, 
 
 PD_INLINE __u64 pd_tcp_options(struct __sk_buff *skb, struct pd_ctx *ctx, __u32 l4_off, __u32 payload_off)
 {
-	_Static_assert(sizeof(struct pd_opt_walk) <= sizeof(ctx->work), "work too small");
-	return pd_tcp_options_in(skb, (struct pd_opt_walk *)ctx->work, l4_off, payload_off);
+	return pd_tcp_options_in(skb, &ctx->work.opt, l4_off, payload_off);
 }
 
 /* Copy len payload bytes at skb offset off into buf[pos..]. buf is PD_HEAD_MAX + SLACK

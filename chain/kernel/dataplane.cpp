@@ -408,7 +408,7 @@ void Dataplane::flip(uint32_t gen) {
 }
 
 uint32_t Dataplane::active_prog_id(uint32_t stage) const {
-  const uint32_t key = active_gen() * PD_STAGE_MAX + stage;
+  const uint32_t key = pd_slot(active_gen(), stage);
   uint32_t id = 0;  // a PROG_ARRAY read from user space gives the program's id
   return bpf_map_lookup_elem(map_fd(abi::Map::progs), &key, &id) == 0 ? id : 0;
 }
@@ -458,7 +458,7 @@ Status Dataplane::prepare(const Tables& t, uint32_t gen, uint32_t gen_tag, const
     if (auto st = stage->write(t, gen, tables); !st) return st;
   // the chain: which stage follows which, and the programs in this half's slots
   for (uint32_t s = 0; s < PD_STAGE_MAX; ++s) {
-    const uint32_t key = gen * PD_STAGE_MAX + s;
+    const uint32_t key = pd_slot(gen, s);
     if (auto st = tables.put(abi::Map::chain, key, t.next[s]); !st) return st;
     auto file = from_file.find(s);
     int fd = file != from_file.end() ? file->second : prog_fd(s);

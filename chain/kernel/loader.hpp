@@ -36,7 +36,7 @@ struct ExtraProgram {
   std::string_view object, name, pin;
 };
 inline constexpr ExtraProgram kPreflightProgram{"entry", "pd_preflight", "prog_preflight"};
-inline constexpr ExtraProgram kEgressProgram{"entry", "pd_egress", "prog_egress"};
+inline constexpr ExtraProgram kEgressProgram{"egress", "pd_egress", "prog_egress"};
 
 // What a load gives: the fds the chain keeps, each owned.
 struct LoadedChain {

@@ -26,6 +26,7 @@
 
 #include "chain/abi.hpp"  // the shared layouts the skeletons name
 #include "chain/kernel/kernel_probe.hpp"
+#include "egress.skel.h"
 #include "entry.skel.h"
 #include "host.skel.h"
 #include "http.skel.h"
@@ -107,6 +108,7 @@ ObjectUse objects_use() {
   scan_object("jwt", jwt_bpf__elf_bytes, use);
   scan_object("ratelimit", ratelimit_bpf__elf_bytes, use);
   scan_object("verdict", verdict_bpf__elf_bytes, use);
+  scan_object("egress", egress_bpf__elf_bytes, use);
   return use;
 }
 
