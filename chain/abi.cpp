@@ -25,6 +25,7 @@ std::string_view reason_name(unsigned reason) {
     case PD_R_BAD_PACKET: return "bad_packet";
     case PD_R_IPV6_CHAIN: return "ipv6_header_chain";
     case PD_R_PARTIAL_HEADS: return "partial_heads_per_client";
+    case PD_R_OWN_STAGE: return "own_stage_failed";
     case PD_R_TOO_MANY_REQUESTS: return "pipeline_cut";
     case PD_R_NOT_TLS: return "not_tls";
     case PD_R_TLS_NOT_HELLO: return "not_client_hello";
@@ -77,6 +78,7 @@ std::string_view stage_name(unsigned stage) {
     case PD_STAGE_RATELIMIT: return "ratelimit";
     case PD_STAGE_VERDICT: return "verdict";
   }
+  if (stage >= PD_STAGE_OWN && stage < PD_STAGE_MAX) return "own";
   return "unknown";
 }
 

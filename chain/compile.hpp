@@ -52,7 +52,7 @@ struct ProgramSource {
 };
 
 // Own stages take the slots after the built-in ones.
-inline constexpr uint32_t kOwnStageBase = PD_STAGE_VERDICT + 1;
+inline constexpr uint32_t kOwnStageBase = PD_STAGE_OWN;
 
 struct Tables {
   pd_config config{};

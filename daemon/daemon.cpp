@@ -329,6 +329,12 @@ int Daemon::start() {
       log_main()->info("the chain pinned at {} is from another build: new programs, its flow table kept",
                        opts_.pin_dir);
       break;
+    case chain::Dataplane::Origin::Migrated:
+      log_main()->info("the chain pinned at {} has another map layout: new programs and tables, {} connections "
+                       "carried over from its flow table{}{}",
+                       opts_.pin_dir, dp_->migrated_flows(), dp_->migration_note().empty() ? "" : "; ",
+                       dp_->migration_note());
+      break;
     case chain::Dataplane::Origin::Fresh:
       break;
   }
@@ -561,6 +567,8 @@ metrics::Snapshot Daemon::snapshot() const {
     s.verdicts.emplace_back(abi::action_name(a), at(PD_C_VERDICT_BASE + a));
   for (const auto& stage : chain::stages())  // the entry program's runs are `packets`
     if (stage->id() != PD_STAGE_ENTRY) s.stages.emplace_back(stage->name(), at(PD_C_STAGE_BASE + stage->id()));
+  for (const auto& src : chain_->tables().programs)  // operators' own stages
+    if (src.own) s.stages.emplace_back(src.name, at(PD_C_STAGE_BASE + src.stage));
   for (unsigned r = 1; r < PD_R_MAX; ++r)
     if (abi::reason_name(r) != "unknown") s.fail_mode.emplace_back(abi::reason_name(r), at(PD_C_REASON_BASE + r));
   for (const auto& ri : chain_->tables().rules) {

@@ -58,6 +58,8 @@ EventNames event_names(const config::Policy& policy, const chain::Tables& tables
   for (const auto& r : tables.rules) n.rules.emplace(r.rule, r);
   n.listeners = policy.listeners;
   for (const auto& [name, limit] : policy.ratelimits) n.limits.push_back(name);  // the compiler's order
+  for (const auto& src : tables.programs)
+    if (src.own) n.own_stages[src.stage] = src.name;
   return n;
 }
 
@@ -90,6 +92,8 @@ nlohmann::json event_json(const pd_event_decision& ev, const EventNames* names, 
       j["limit"] = li;
   }
   j["stage"] = abi::stage_name(ev.stage);
+  if (names)
+    if (auto it = names->own_stages.find(ev.stage); it != names->own_stages.end()) j["stage"] = it->second;
   if (ev.proto == PD_PROTO_HTTP) j["protocol"] = "http";
   if (ev.proto == PD_PROTO_TLS) j["protocol"] = "tls";
   if (ev.listener == PD_LISTENER_NONE)

@@ -34,6 +34,7 @@ struct EventNames {
   std::map<uint32_t, chain::RuleInfo> rules;  // by RuleInfo::rule
   std::vector<config::Listener> listeners;    // by pd_listener.id (policy order)
   std::vector<std::string> limits;            // by limit index (name order, as compiled)
+  std::map<uint32_t, std::string> own_stages; // operators' own stages by pd_stage
 };
 EventNames event_names(const config::Policy& policy, const chain::Tables& tables, uint32_t generation);
 

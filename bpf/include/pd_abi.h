@@ -12,12 +12,14 @@
 
 /* Layout version of the shared maps (flows, tables, counters). A daemon keeps a pinned flow
  * table across an upgrade only when this matches. */
-#define PD_ABI_VERSION 7 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
+#define PD_ABI_VERSION 8 /* 3: decision events (pd_log, pd_log_budget, pd_runtime.log_*);
 			  * 4: judged-head digests and TCP timestamps in pd_flow, quic in pd_listener;
 			  * 5: the server's side (pd_egress) and earlier judged heads in pd_flow;
 			  * 6: handshakes in pd_syn until they complete, upgrades in pd_flow;
 			  * 7: the client's address in pd_event_jwt; the server's SYN-ACK in pd_syn;
-			  *    pd_rl_counts and pd_rl_limit.max_buckets */
+			  *    pd_rl_counts and pd_rl_limit.max_buckets;
+			  * 8: 16 stage slots a generation (own stages from 8), so the PROG_ARRAY,
+			  *    pd_chain and the per-stage counters grew */
 
 /* ---- stages: PROG_ARRAY slot = pd_slot(gen, stage) = gen * PD_STAGE_MAX + stage ------- */
 enum pd_stage {
@@ -29,7 +31,8 @@ enum pd_stage {
 	PD_STAGE_JWT = 5,
 	PD_STAGE_RATELIMIT = 6,
 	PD_STAGE_VERDICT = 7,
-	PD_STAGE_MAX = 8,
+	PD_STAGE_OWN = 8,       /* operators' own stages (bpf/include/policyd/stage.h) take 8.. */
+	PD_STAGE_MAX = 16,
 };
 #define PD_GENERATIONS 2
 #define PD_PROG_SLOTS (PD_GENERATIONS * PD_STAGE_MAX)
@@ -88,6 +91,7 @@ enum pd_reason {
 	PD_R_UNCHECKED = 27,         /* a resent piece of a judged head the server may not have, which cannot be checked */
 	PD_R_IPV6_CHAIN = 28,        /* an IPv6 extension header chain longer than the entry program walks */
 	PD_R_PARTIAL_HEADS = 29,     /* a client holds its share of the partial-head table already */
+	PD_R_OWN_STAGE = 30,         /* an operator's own stage could not judge (policyd/stage.h) */
 	PD_R_MAX = 32,
 };
 

@@ -9,7 +9,7 @@
 
 /* Stamped by the entry program; a stage reached by tail call trusts no other context. */
 #define PD_CTX_MAGIC 0x70644358u /* "pdCX" */
-#define PD_CTX_VERSION 2
+#define PD_CTX_VERSION 3
 
 /* ---- the stages' work areas ------------------------------------------------------------
  * Stage-private working state, one at a time in ctx->work. Loop state kept there, in a map

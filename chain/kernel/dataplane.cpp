@@ -110,9 +110,9 @@ Result<std::unique_ptr<Dataplane>> Dataplane::load(const Options& opts) {
   install_libbpf_logger();
   std::unique_ptr<Dataplane> dp(new Dataplane());
   dp->opts_ = opts;
-  std::map<abi::Map, Fd> kept;
+  std::map<abi::Map, Fd> kept, migrate;
   if (!opts.pin_dir.empty() && access((opts.pin_dir + "/prog_entry").c_str(), F_OK) == 0) {
-    auto st = dp->adopt(opts.pin_dir, kept);
+    auto st = dp->adopt(opts.pin_dir, kept, migrate);
     if (st && dp->origin_ == Origin::Adopted) {
       if (auto rt = dp->refresh_runtime(true); !rt) return rt.error();
       return dp;
@@ -121,6 +121,10 @@ Result<std::unique_ptr<Dataplane>> Dataplane::load(const Options& opts) {
   }
   if (auto st = dp->load_fresh(kept); !st) return st.error();
   if (!kept.empty()) dp->origin_ = Origin::FlowsKept;
+  if (!migrate.empty()) {
+    dp->migrate_from(migrate);
+    dp->origin_ = Origin::Migrated;
+  }
   if (auto rt = dp->refresh_runtime(true); !rt) return rt.error();
   return dp;
 }
@@ -261,7 +265,35 @@ Status Dataplane::put_jwt_answer(const pd_jwt_cache_key& key, const pd_jwt_cache
   return Ok{};
 }
 
-Status Dataplane::adopt(const std::string& dir, std::map<abi::Map, Fd>& kept) {
+void Dataplane::migrate_from(const std::map<abi::Map, Fd>& old) {
+  std::vector<std::string> skipped;
+  for (const auto& [m, from] : old) {
+    const int to = map_fd(m);
+    bpf_map_info a{}, b{};
+    uint32_t la = sizeof(a), lb = sizeof(b);
+    if (bpf_obj_get_info_by_fd(from.get(), &a, &la) != 0 || bpf_obj_get_info_by_fd(to, &b, &lb) != 0) continue;
+    if (a.key_size != b.key_size || a.value_size != b.value_size) {
+      skipped.push_back(fmt::format("{} (entries of {}+{} bytes there, {}+{} here)", abi::map_name(m), a.key_size,
+                                    a.value_size, b.key_size, b.value_size));
+      continue;
+    }
+    // entry by entry: the new table may be of another size, and a key deleted under the walk
+    // (an LRU eviction) only ends it early
+    std::vector<unsigned char> key(a.key_size), next(a.key_size), value(a.value_size);
+    const void* at = nullptr;
+    uint64_t n = 0;
+    while (bpf_map_get_next_key(from.get(), at, next.data()) == 0 && n < b.max_entries) {
+      key.swap(next);
+      at = key.data();
+      if (bpf_map_lookup_elem(from.get(), key.data(), value.data()) != 0) continue;
+      if (bpf_map_update_elem(to, key.data(), value.data(), BPF_NOEXIST) == 0) ++n;
+    }
+    if (m == abi::Map::flows) migrated_ = n;
+  }
+  if (!skipped.empty()) migration_note_ = fmt::format("not carried over: {}", fmt::join(skipped, ", "));
+}
+
+Status Dataplane::adopt(const std::string& dir, std::map<abi::Map, Fd>& kept, std::map<abi::Map, Fd>& migrate) {
   Fd bss_fd(bpf_obj_get((dir + "/" + kBssPin).c_str()));
   if (!bss_fd) return make_error(fmt::format("{}/{}: {}", dir, kBssPin, errstr(errno)));
   auto mapped = map_bss(bss_fd.get());
@@ -270,9 +302,19 @@ Status Dataplane::adopt(const std::string& dir, std::map<abi::Map, Fd>& kept) {
   const bool same_build = bss->pd_build_id == build_id();
   const bool same_abi = bss->pd_abi_version == PD_ABI_VERSION;
   if (!same_build) {
-    if (!same_abi)
-      return make_error("the pinned chain is from a build with another map layout; it is replaced and its "
-                        "connections meet the fail mode on their next request");
+    if (!same_abi) {
+      // Another layout of the shared maps: a fresh chain, into which the connections (and
+      // handshakes in progress) are copied entry by entry where their layout is unchanged.
+      for (abi::Map m : {abi::Map::flows, abi::Map::syn}) {
+        Fd fd(bpf_obj_get((dir + "/" + abi::map_name(m)).c_str()));
+        if (fd) migrate.emplace(m, std::move(fd));
+      }
+      if (chain_log())
+        chain_log()->info("the pinned chain has another map layout (ABI {}, this build {}): loading a fresh chain "
+                          "and carrying its connections over",
+                          bss->pd_abi_version, PD_ABI_VERSION);
+      return Ok{};
+    }
     for (abi::Map m : kKeptAcrossBuilds) {
       Fd fd(bpf_obj_get((dir + "/" + abi::map_name(m)).c_str()));
       if (!fd) {

@@ -37,7 +37,11 @@ class Dataplane {
     uint32_t max_flows = 262144;
     uint32_t accum_entries = 4096;  // concurrent partial heads
   };
-  enum class Origin { Fresh, Adopted, FlowsKept };
+  // Fresh: nothing pinned (or nothing usable). Adopted: this build's pinned chain, whole.
+  // FlowsKept: another build, same ABI: its flow table, counters and buckets reused.
+  // Migrated: another ABI: a fresh chain, with the pinned flow table's connections copied in
+  // entry by entry (migrated_flows() of them), so established connections carry on.
+  enum class Origin { Fresh, Adopted, FlowsKept, Migrated };
 
   // Adopts the chain pinned at opts.pin_dir when possible, else loads fresh. Nothing that
   // is pinned is changed by this call.
@@ -47,6 +51,10 @@ class Dataplane {
   Dataplane& operator=(const Dataplane&) = delete;
 
   Origin origin() const { return origin_; }
+  // Migrated: the connections (and handshakes) copied from the pinned chain of another ABI.
+  uint64_t migrated_flows() const { return migrated_; }
+  // Migrated: why some state could not be carried over (empty if all of it was).
+  const std::string& migration_note() const { return migration_note_; }
   // Generation number (as the controller counts) of the active half; 0 if none yet.
   uint32_t active_tag() const;
   uint64_t active_digest() const;
@@ -153,7 +161,9 @@ class Dataplane {
   uint32_t partial_per_client() const;  // a client's share of the partial-head table
   MapFds map_fds() const;
   Dataplane() = default;
-  Status adopt(const std::string& pin_dir, std::map<abi::Map, Fd>& kept);
+  Status adopt(const std::string& pin_dir, std::map<abi::Map, Fd>& kept, std::map<abi::Map, Fd>& migrate);
+  // Copies every entry of the pinned maps of another ABI whose layout this build shares.
+  void migrate_from(const std::map<abi::Map, Fd>& old);
   Status load_fresh(const std::map<abi::Map, Fd>& reuse);
   void unpin_all();
 
@@ -168,6 +178,8 @@ class Dataplane {
   LoadedChain loaded_;
   MappedBss bss_;
   uint64_t seed_ = 0;
+  uint64_t migrated_ = 0;
+  std::string migration_note_;
   bool keep_ = false;
   bool pinned_ = false;
   std::chrono::steady_clock::time_point last_flip_{};

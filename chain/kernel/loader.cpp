@@ -7,6 +7,7 @@
 #include <memory>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -102,6 +103,25 @@ Status load_with_shared_maps(bpf_object* obj, const std::array<Fd, abi::kMapCoun
   return load_object(obj, what);
 }
 
+// The size of struct pd_ctx in an object's BTF (0 if it has none): an own stage built against
+// another layout of the context than this build's would read the wrong bytes.
+uint32_t context_size(bpf_object* obj) {
+  const btf* b = bpf_object__btf(obj);
+  if (!b) return 0;
+  const int id = btf__find_by_name_kind(b, "pd_ctx", BTF_KIND_STRUCT);
+  if (id < 0) return 0;
+  const auto size = btf__resolve_size(b, static_cast<uint32_t>(id));
+  return size > 0 ? static_cast<uint32_t>(size) : 0;
+}
+
+uint32_t this_builds_context_size() {
+  static const uint32_t size = [] {
+    auto entry = open_embedded("entry");
+    return entry ? context_size(entry->get()) : 0;
+  }();
+  return size;
+}
+
 }  // namespace
 
 Result<Fd> load_stage_program(std::span<const unsigned char> elf, std::string_view stage, std::string_view program,
@@ -109,6 +129,11 @@ Result<Fd> load_stage_program(std::span<const unsigned char> elf, std::string_vi
   install_libbpf_logger();
   auto obj = open_elf(elf, stage);
   if (!obj) return obj.error();
+  if (const uint32_t theirs = context_size(obj->get()), ours = this_builds_context_size();
+      theirs != 0 && theirs != ours)
+    return make_error(fmt::format("stage {} was built against another policyd: its context (struct pd_ctx) is {} "
+                                  "bytes, this policyd's {}; rebuild it against this version's policyd/stage.h",
+                                  stage, theirs, ours));
   const std::string what = fmt::format("{} stage", stage);
   if (program.empty()) {  // an own stage: its one SEC("tc") program
     bpf_program* only = nullptr;

@@ -221,3 +221,39 @@ ratelimits:
     CHECK(alone(edit(full, "action: reject}", "action: drop}")) == Set{"ratelimit"});
   }
 }
+
+// Stages from object files: an own stage takes the first own slot, runs after the stage it
+// names, and a new build of its object (another digest) is a change of that stage alone; a
+// built-in's new build is a change of the built-in.
+TEST_CASE("stages from object files: their place in the chain and their changes", "[plan][stages]") {
+  const std::string with_stages = kBase + R"(stages:
+  - { name: path, object: /x/path.bpf.o }
+  - { name: canary, object: /x/canary.bpf.o, after: host }
+)";
+  auto policy = config::load_policy_string(with_stages, "s.yaml");
+  auto compiled = [&](uint64_t path_digest, uint64_t canary_digest, uint32_t gen) {
+    chain::ObjectDigests d{{"path", path_digest}, {"canary", canary_digest}};
+    auto t = chain::compile(policy, gen, 0x1234, nullptr, &d);
+    if (!t) FAIL(t.error().message);
+    return t.value();
+  };
+  const auto t = compiled(1, 2, 0);
+  CHECK(t.stages == std::vector<uint32_t>{PD_STAGE_HOST, PD_STAGE_OWN, PD_STAGE_PATH});
+  CHECK(t.next[PD_STAGE_HOST] == PD_STAGE_OWN);
+  CHECK(t.next[PD_STAGE_OWN] == PD_STAGE_PATH);
+  CHECK(t.stage_name(PD_STAGE_OWN) == "canary");
+  REQUIRE(t.program(PD_STAGE_PATH));
+  CHECK_FALSE(t.program(PD_STAGE_PATH)->own);
+  CHECK(chain::plan(t, compiled(1, 2, 1)).empty());
+  auto stages_of = [](const chain::Plan& p) {
+    std::set<std::string> s;
+    for (const auto& c : p.changes) s.insert(c.stage);
+    return s;
+  };
+  CHECK(stages_of(chain::plan(t, compiled(1, 3, 1))) == Set{"canary"});
+  CHECK(stages_of(chain::plan(t, compiled(4, 2, 1))) == Set{"path"});
+  // the own stage removed: the chain order and the stage itself
+  auto without = chain::compile(config::load_policy_string(kBase, "b.yaml"), 1, 0x1234);
+  REQUIRE(without);
+  CHECK(stages_of(chain::plan(t, *without)) == Set{"chain", "canary", "path"});
+}
