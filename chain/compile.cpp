@@ -1,8 +1,6 @@
 #include "chain/compile.hpp"
 
-#include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <iterator>
 #include <numeric>
 #include <algorithm>
@@ -191,21 +189,16 @@ Result<Compiled> compile_policy(const config::Policy& policy, uint32_t gen, uint
   ObjectDigests digests;
   std::map<std::string, std::vector<unsigned char>> bytes;
   for (const auto& spec : policy.stages) {
-    std::ifstream in(spec.object, std::ios::binary);
-    std::vector<unsigned char> elf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (!in.good() && !in.eof()) elf.clear();
-    if (!in.is_open() || elf.empty()) {
-      const std::string why = fmt::format("{}:{}:{}: stage '{}': cannot read {}: {}", spec.loc.file, spec.loc.line,
-                                          spec.loc.column, spec.name, spec.object,
-                                          in.is_open() ? "it is empty" : std::strerror(errno));
+    auto elf = jwt::read_regular_file(spec.object, kMaxStageObject);
+    if (!elf) {
+      const std::string why = fmt::format("{}:{}:{}: stage '{}': {}", spec.loc.file, spec.loc.line, spec.loc.column,
+                                          spec.name, elf.error().message);
       if (key_files == KeyFiles::Required) return make_error(why);
       warnings.push_back(why + " (not checked here; the daemon reads it at apply)");
       continue;
     }
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (unsigned char c : elf) h = (h ^ c) * 0x100000001b3ULL;
-    digests[spec.name] = h;
-    bytes[spec.name] = std::move(elf);
+    digests[spec.name] = hash_forward(0, *elf);
+    bytes[spec.name].assign(elf->begin(), elf->end());
   }
   auto tables = compile(policy, gen, seed, &material, &digests);
   if (!tables) return tables.error();

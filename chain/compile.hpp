@@ -51,6 +51,9 @@ struct ProgramSource {
   bool operator==(const ProgramSource&) const = default;
 };
 
+// A stage object file larger than this is refused (this build's largest is under 1 MiB).
+inline constexpr size_t kMaxStageObject = 16u << 20;
+
 // Own stages take the slots after the built-in ones.
 inline constexpr uint32_t kOwnStageBase = PD_STAGE_OWN;
 

@@ -204,7 +204,9 @@ Result<Loaded> read_key(const json& entry, const std::string& label) {
 
 }  // namespace
 
-Result<std::string> read_key_file(const std::string& path) {
+Result<std::string> read_key_file(const std::string& path) { return read_regular_file(path, kMaxKeyFile); }
+
+Result<std::string> read_regular_file(const std::string& path, size_t max_bytes) {
   const auto fail = [&](std::string_view what) -> Result<std::string> {
     return make_error(fmt::format("{}: {}", path, what));
   };
@@ -219,7 +221,9 @@ Result<std::string> read_key_file(const std::string& path) {
                                    O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)};
   const int fd = file.fd;
   if (fd < 0) return fail(fmt::format("cannot open: {}", std::strerror(errno)));
-  if (static_cast<size_t>(st.st_size) > kMaxKeyFile) return fail("larger than 1 MiB");
+  if (static_cast<size_t>(st.st_size) > max_bytes)
+    return fail(max_bytes % (1u << 20) == 0 ? fmt::format("larger than {} MiB", max_bytes >> 20)
+                                             : fmt::format("larger than {} bytes", max_bytes));
   std::string content(static_cast<size_t>(st.st_size), '\0');
   size_t done = 0;
   while (done < content.size()) {

@@ -90,6 +90,9 @@ struct Keys {
 // A key file's bytes: a regular file (a FIFO, device or directory is refused without being
 // opened for reading) of at most 1 MiB. Errors name the file, never its contents.
 Result<std::string> read_key_file(const std::string& path);
+// Any regular file of at most max_bytes, read the way key files are (never a FIFO or a device;
+// errors name the file): the stage object files use it too.
+Result<std::string> read_regular_file(const std::string& path, size_t max_bytes);
 // secret_file: the file's bytes without one trailing "\n" or "\r\n" (what `echo` and editors
 // add). Errors (unreadable, empty) name the file.
 Result<std::string> load_secret(const std::string& path);
